@@ -1,0 +1,61 @@
+"""Was the attention core really the student's kernel?
+
+In the CUDA tasks the attention core must be computed by the student's own
+kernels. :func:`ops_called` records every PyTorch operator that runs while a
+function runs, including the ones a C++ extension calls through ATen (a
+``TorchDispatchMode`` sees every call that goes through PyTorch's dispatcher),
+and :func:`assert_own_kernel` fails when any of them does the work itself:
+a matrix product, a softmax or a ready-made attention.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .compare import CheckFailed
+
+#: Operators that would do the core's work for it (``aten::`` names, overload dropped).
+FORBIDDEN_OPS = frozenset(
+    {
+        "mm", "bmm", "matmul", "addmm", "addbmm", "baddbmm", "addmv", "mv", "dot", "vdot",
+        "einsum", "tensordot", "linear", "_scaled_mm", "bilinear",
+        "softmax", "_softmax", "_safe_softmax", "log_softmax", "_log_softmax",
+        "scaled_dot_product_attention", "_scaled_dot_product_attention_math",
+        "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+        "_flash_attention_forward", "_efficient_attention_forward", "_fused_sdp_choice",
+        "multi_head_attention_forward", "_native_multi_head_attention",
+    }
+)
+
+
+class _OpRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def ops_called(fn: Callable, *args, **kwargs) -> tuple[object, list[str]]:
+    """Run ``fn`` and return its result with the names of the operators it called, in order."""
+    recorder = _OpRecorder()
+    with recorder:
+        result = fn(*args, **kwargs)
+    return result, recorder.names
+
+
+def assert_own_kernel(fn: Callable, *args, what: str = "the attention core", **kwargs):
+    """Run ``fn``; fail with a clear message if it used an operator from :data:`FORBIDDEN_OPS`."""
+    result, names = ops_called(fn, *args, **kwargs)
+    used = sorted(set(names) & FORBIDDEN_OPS)
+    if used:
+        raise CheckFailed(
+            f"{what} called PyTorch's {', '.join(used)}: in this task the matrix products, the "
+            "softmax and the attention itself must be computed by your own CUDA kernels, not by "
+            "PyTorch (at::matmul, torch::softmax and friends count as PyTorch)."
+        )
+    return result

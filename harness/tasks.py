@@ -1,0 +1,135 @@
+"""The one manifest of the assignment: what each task is, which files a student
+edits in it, and which CUDA extensions it builds.
+
+Everything that needs to know the layout reads it from here: the build helper,
+the implementation loader, the grader (staging, release) and the project's own
+tests. Adding a task means adding one entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The repository root: the folder that holds task1 ... task7 and harness/.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Students report their numbers here; every task's submission includes it.
+RESULTS_FILE = "Results.md"
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A CUDA extension: its Python module name and the sources it is built from.
+
+    ``sources`` are paths relative to the repository root. Whether a source is
+    taken from the submission or from the pristine kit depends on whether it is
+    listed as editable in its task (see :func:`editable_files`).
+    """
+
+    name: str
+    task: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # "task1"
+    title: str
+    #: Files (relative to the repository root) that the student writes.
+    editable: tuple[str, ...]
+    #: Extensions this task's code imports (built by ``python -m taskN.compile``).
+    extensions: tuple[str, ...] = ()
+    #: True when nothing in the task can run without a CUDA GPU.
+    needs_gpu: bool = False
+    #: Test modules, relative to the repository root.
+    tests: tuple[str, ...] = field(default=())
+
+    @property
+    def number(self) -> int:
+        return int(self.name.removeprefix("task"))
+
+
+EXTENSIONS: dict[str, Extension] = {
+    ext.name: ext
+    for ext in (
+        Extension("custom_self_attention", "task2", ("task2/attention_kernel.cu",)),
+        Extension("custom_flash_attention", "task4", ("task4/attention_kernel.cu",)),
+        Extension(
+            "custom_flash_attention_decode", "task5", ("task5/attention_kernel.cu",)
+        ),
+    )
+}
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "task1",
+            "Multi-head attention in PyTorch",
+            editable=("task1/attention.py",),
+            tests=("task1/test.py",),
+        ),
+        Task(
+            "task2",
+            "Attention from separate CUDA kernels (softmax, GEMMs)",
+            editable=("task2/attention_kernel.cu",),
+            extensions=("custom_self_attention",),
+            needs_gpu=True,
+            tests=("task2/test.py",),
+        ),
+        Task(
+            "task3",
+            "FlashAttention-2 (Algorithm 1) in PyTorch",
+            editable=("task3/attention.py",),
+            tests=("task3/test.py",),
+        ),
+        Task(
+            "task4",
+            "One fused FlashAttention CUDA kernel",
+            editable=("task4/attention_kernel.cu",),
+            extensions=("custom_flash_attention",),
+            needs_gpu=True,
+            tests=("task4/test.py",),
+        ),
+        Task(
+            "task5",
+            "KV-cache update and decode kernels",
+            editable=("task5/attention_kernel.cu",),
+            extensions=("custom_flash_attention", "custom_flash_attention_decode"),
+            needs_gpu=True,
+            tests=("task5/test.py",),
+        ),
+        Task(
+            "task6",
+            "An end-to-end model: prefill, then decode",
+            editable=("task6/model.py",),
+            extensions=("custom_flash_attention", "custom_flash_attention_decode"),
+            needs_gpu=True,
+            tests=("task6/test.py",),
+        ),
+        Task(
+            "task7",
+            "GPT-2 generating text with your kernels",
+            editable=(),
+            extensions=("custom_flash_attention", "custom_flash_attention_decode"),
+            needs_gpu=True,
+            tests=("task7/test.py",),
+        ),
+    )
+}
+
+
+def editable_files() -> set[str]:
+    """Every path a student may edit, across all tasks (plus Results.md)."""
+    files = {RESULTS_FILE}
+    for task in TASKS.values():
+        files.update(task.editable)
+    return files
+
+
+def task_names(existing_only: bool = True) -> list[str]:
+    """Task names in order; with ``existing_only``, only those whose tests exist."""
+    names = sorted(TASKS, key=lambda n: TASKS[n].number)
+    if existing_only:
+        names = [n for n in names if all((REPO_ROOT / t).exists() for t in TASKS[n].tests)]
+    return names

@@ -1,0 +1,33 @@
+"""``python -m taskN.test``: run a task's pytest module with output made for students."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+#: pytest options for a student's run: short failures, a summary line per failed
+#: check (``-rfE``) and per skip (``-rs``, so a skipped GPU test says why).
+STUDENT_PYTEST_ARGS = ("-q", "-rfEs", "--tb=short", "-p", "no:cacheprovider")
+
+
+def main(test_file: str, description: str, selectors: dict[str, str] | None = None, argv=None) -> int:
+    """Run ``test_file`` with pytest; each selector flag keeps only the tests it names.
+
+    ``selectors`` maps a flag name (``"softmax"``) to a pytest ``-k`` expression.
+    Arguments after ``--`` go to pytest unchanged (e.g. ``-- -x -k causal``).
+    """
+    selectors = selectors or {}
+    parser = argparse.ArgumentParser(prog=f"python -m {Path(test_file).parent.name}.test", description=description)
+    for flag, expr in selectors.items():
+        parser.add_argument(f"--{flag}", action="store_true", help=f"run only the {flag} tests (-k '{expr}')")
+    parser.add_argument("--no-perf", action="store_true", help="skip the timed measurements")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args(argv)
+    chosen = [expr for flag, expr in selectors.items() if getattr(args, flag)]
+    pytest_args = [test_file, *STUDENT_PYTEST_ARGS]
+    if chosen:
+        pytest_args += ["-k", " or ".join(f"({e})" for e in chosen)]
+    if args.no_perf:
+        pytest_args += ["-m", "not perf"]
+    return int(pytest.main(pytest_args + list(args.pytest_args)))

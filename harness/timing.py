@@ -1,0 +1,256 @@
+"""Honest timings: the one module every task test and benchmark times with.
+
+What it does, and why:
+
+* **CUDA events** around each repetition: GPU work is asynchronous, so a host
+  clock without a synchronisation measures the launch, not the work.
+* **Warm-up** first, so one-time costs (module load, the allocator, cuBLAS
+  handles, lazy extension loading) stay out of the numbers.
+* **An L2 flush** (a write over a buffer larger than the L2) before each
+  repetition, so no repetition finds its inputs already in the cache.
+* **Several input sets**, used in turn, so nothing can be cached between
+  repetitions, not even by a submission that remembers its last answer.
+* **Many repetitions** (adaptive: as many as fit in ``budget_s``, within
+  ``min_reps``..``max_reps``); the **median** and the interquartile range.
+* **Side by side**: :func:`compare_speed` interleaves candidate and baseline
+  repetitions in one process, so clock changes and other load hit both alike,
+  and reports the median of the per-pair ratios with its spread.
+
+Without a GPU the same API runs with a wall clock (``time.perf_counter``) and says so
+in ``Timing.clock``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+
+CUDA_CLOCK = "CUDA events"
+WALL_CLOCK = "wall clock (CPU)"
+#: The flush buffer is this many times the L2 size (and at least MIN_FLUSH_BYTES).
+FLUSH_L2_MULTIPLE = 2
+MIN_FLUSH_BYTES = 64 << 20
+DEFAULT_WARMUP = 3
+DEFAULT_MIN_REPS = 10
+DEFAULT_MAX_REPS = 200
+DEFAULT_BUDGET_S = 1.0
+
+
+@dataclass
+class Timing:
+    """Statistics of repeated runs, in milliseconds."""
+
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    min_ms: float
+    max_ms: float
+    reps: int
+    clock: str
+    l2_flushed: bool
+    input_sets: int
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median."""
+        return (self.p75_ms - self.p25_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+    def summary(self) -> str:
+        flush = ", L2 flushed" if self.l2_flushed else ""
+        return (
+            f"{self.median_ms:.4g} ms (median of {self.reps}; IQR {self.p25_ms:.4g}-"
+            f"{self.p75_ms:.4g} ms; {self.clock}{flush}; {self.input_sets} input sets)"
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Comparison:
+    """A candidate timed against a baseline in the same process; speedup = baseline / candidate."""
+
+    candidate: Timing
+    baseline: Timing
+    speedup: float
+    speedup_p25: float
+    speedup_p75: float
+
+    def summary(self) -> str:
+        return (
+            f"speedup {self.speedup:.3g}x (IQR {self.speedup_p25:.3g}-{self.speedup_p75:.3g}x): "
+            f"{self.candidate.median_ms:.4g} ms vs baseline {self.baseline.median_ms:.4g} ms "
+            f"({self.candidate.reps} interleaved reps, {self.candidate.clock})"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "speedup": self.speedup,
+            "speedup_p25": self.speedup_p25,
+            "speedup_p75": self.speedup_p75,
+            "candidate": self.candidate.as_dict(),
+            "baseline": self.baseline.as_dict(),
+        }
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _stats(samples: list[float], clock: str, flushed: bool, n_sets: int) -> Timing:
+    return Timing(
+        median_ms=statistics.median(samples),
+        p25_ms=_quantile(samples, 0.25),
+        p75_ms=_quantile(samples, 0.75),
+        min_ms=min(samples),
+        max_ms=max(samples),
+        reps=len(samples),
+        clock=clock,
+        l2_flushed=flushed,
+        input_sets=n_sets,
+    )
+
+
+def _device_of(input_sets: Sequence[Sequence]) -> torch.device:
+    for args in input_sets:
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                return a.device
+            if isinstance(a, (tuple, list)):
+                for b in a:
+                    if isinstance(b, torch.Tensor):
+                        return b.device
+    return torch.device("cpu")
+
+
+class L2Flusher:
+    """Evicts the GPU's L2 cache by writing over a buffer larger than it."""
+
+    def __init__(self, device: torch.device):
+        props = torch.cuda.get_device_properties(device)
+        l2 = getattr(props, "L2_cache_size", 0) or (50 << 20)
+        nbytes = max(FLUSH_L2_MULTIPLE * l2, MIN_FLUSH_BYTES)
+        self.buffer = torch.empty(nbytes // 4, dtype=torch.int32, device=device)
+
+    def flush(self) -> None:
+        self.buffer.zero_()
+
+
+class _Runner:
+    """Times one callable on rotating inputs, with the chosen clock."""
+
+    def __init__(self, fn: Callable, input_sets: Sequence[Sequence], device: torch.device, flush: bool):
+        if not input_sets:
+            raise ValueError("time_function needs at least one input set")
+        self.fn, self.input_sets, self.device = fn, list(input_sets), device
+        self.cuda = device.type == "cuda"
+        self.flusher = L2Flusher(device) if (self.cuda and flush) else None
+        self.i = 0
+        self.pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.samples: list[float] = []
+
+    def run_once(self) -> None:
+        args = self.input_sets[self.i % len(self.input_sets)]
+        self.i += 1
+        if self.cuda:
+            if self.flusher is not None:
+                self.flusher.flush()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.fn(*args)
+            end.record()
+            self.pending.append((start, end))
+        else:
+            t0 = time.perf_counter()
+            self.fn(*args)
+            self.samples.append((time.perf_counter() - t0) * 1e3)
+
+    def collect(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self.samples.extend(s.elapsed_time(e) for s, e in self.pending)
+            self.pending.clear()
+        return self.samples
+
+    @property
+    def clock(self) -> str:
+        return CUDA_CLOCK if self.cuda else WALL_CLOCK
+
+
+def _plan_reps(runners: list[_Runner], warmup: int, min_reps: int, max_reps: int, budget_s: float) -> int:
+    """Warm up every runner, then pick how many repetitions fit in the time budget."""
+    for r in runners:
+        for _ in range(max(warmup, 1)):
+            r.run_once()
+        r.collect()
+    per_round = sum(statistics.median(r.samples) for r in runners) / 1e3
+    for r in runners:
+        r.samples.clear()
+    if per_round <= 0:
+        return max_reps
+    return int(min(max(budget_s / per_round, min_reps), max_reps))
+
+
+def time_function(
+    fn: Callable,
+    input_sets: Sequence[Sequence],
+    *,
+    warmup: int = DEFAULT_WARMUP,
+    min_reps: int = DEFAULT_MIN_REPS,
+    max_reps: int = DEFAULT_MAX_REPS,
+    budget_s: float = DEFAULT_BUDGET_S,
+    flush_l2: bool = True,
+) -> Timing:
+    """Time ``fn(*input_sets[i % n])`` over many repetitions; see the module docstring."""
+    device = _device_of(input_sets)
+    runner = _Runner(fn, input_sets, device, flush_l2)
+    reps = _plan_reps([runner], warmup, min_reps, max_reps, budget_s)
+    for _ in range(reps):
+        runner.run_once()
+    samples = runner.collect()
+    return _stats(samples, runner.clock, runner.flusher is not None, len(input_sets))
+
+
+def compare_speed(
+    candidate: Callable,
+    baseline: Callable,
+    input_sets: Sequence[Sequence],
+    *,
+    baseline_input_sets: Sequence[Sequence] | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    min_reps: int = DEFAULT_MIN_REPS,
+    max_reps: int = DEFAULT_MAX_REPS,
+    budget_s: float = 2 * DEFAULT_BUDGET_S,
+    flush_l2: bool = True,
+) -> Comparison:
+    """Time ``candidate`` and ``baseline`` interleaved on the same inputs; speedup = baseline/candidate.
+
+    ``baseline_input_sets`` lets the baseline take its arguments in its own form
+    (say, a module instead of raw weights); they must describe the same problem.
+    """
+    device = _device_of(input_sets)
+    cand = _Runner(candidate, input_sets, device, flush_l2)
+    base = _Runner(baseline, baseline_input_sets or input_sets, device, flush_l2)
+    reps = _plan_reps([cand, base], warmup, min_reps, max_reps, budget_s)
+    for i in range(reps):
+        first, second = (cand, base) if i % 2 == 0 else (base, cand)
+        first.run_once()
+        second.run_once()
+    c, b = cand.collect(), base.collect()
+    ratios = [bi / ci for bi, ci in zip(b, c) if ci > 0]
+    return Comparison(
+        candidate=_stats(c, cand.clock, cand.flusher is not None, len(input_sets)),
+        baseline=_stats(b, base.clock, base.flusher is not None, len(baseline_input_sets or input_sets)),
+        speedup=statistics.median(ratios),
+        speedup_p25=_quantile(ratios, 0.25),
+        speedup_p75=_quantile(ratios, 0.75),
+    )
