@@ -31,8 +31,8 @@ from .tasks import EXTENSIONS, REPO_ROOT, TASKS
 #: Architectures compiled for when no GPU is visible (A100 and H100/H200).
 FALLBACK_ARCHS = "8.0;9.0"
 #: Flags every kernel is built with: optimised, with line info for profilers.
-NVCC_FLAGS = ("-O3", "-lineinfo", "-std=c++17")
-CXX_FLAGS = ("-O3", "-std=c++17")
+NVCC_FLAGS = ("-O3", "-lineinfo")
+CXX_FLAGS = ("-O3",)  # the C++ standard is left to PyTorch (2.14 needs C++20)
 BUILD_DIR_ENV = "ATTN_KIT_BUILD_DIR"
 ARCH_ENV = "ATTN_KIT_CUDA_ARCH"
 PTXAS_VERBOSE_ENV = "ATTN_KIT_PTXAS_VERBOSE"
@@ -71,11 +71,11 @@ def build_root() -> Path:
     return Path(os.environ.get(BUILD_DIR_ENV, REPO_ROOT / "build")).resolve()
 
 
-def _build_dir(name: str, sources: list[Path], archs: str) -> Path:
+def _build_dir(name: str, sources: list[Path], archs: str, group: str) -> Path:
     # The key separates builds of different source trees (the kit, solutions/, a
     # staged submission) and architectures, so each keeps its own ninja cache.
     key = hashlib.sha1(("|".join(map(str, sources)) + "|" + archs).encode()).hexdigest()[:10]
-    path = build_root() / EXTENSIONS[name].task / f"{name}-{key}"
+    path = build_root() / group / f"{name}-{key}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -83,8 +83,15 @@ def _build_dir(name: str, sources: list[Path], archs: str) -> Path:
 def load_extension(name: str, *, verbose: bool = False) -> ModuleType:
     """Build (if needed) and import the extension ``name`` from the manifest.
 
+    Its editable sources come from the implementation root (see :mod:`harness.impl`).
     Raises :class:`BuildError` with the compiler's output when the build fails.
     """
+    spec = EXTENSIONS[name]
+    return build_sources(name, [source_path(s) for s in spec.sources], spec.task, verbose=verbose)
+
+
+def build_sources(name: str, sources: list[Path], group: str, *, verbose: bool = False) -> ModuleType:
+    """Build and import an extension from explicit sources into ``build/<group>/``."""
     import torch
 
     if torch.version.cuda is None:
@@ -95,10 +102,8 @@ def load_extension(name: str, *, verbose: bool = False) -> ModuleType:
         )
     from torch.utils import cpp_extension
 
-    spec = EXTENSIONS[name]
-    sources = [source_path(s) for s in spec.sources]
     archs = target_archs()
-    build_dir = _build_dir(name, sources, archs)
+    build_dir = _build_dir(name, sources, archs, group)
     cuda_flags = list(NVCC_FLAGS)
     if os.environ.get(PTXAS_VERBOSE_ENV) == "1":
         cuda_flags.append("-Xptxas=-v")
@@ -144,7 +149,8 @@ def compile_main(task: str, argv: list[str] | None = None) -> int:
     status = 0
     for name in TASKS[task].extensions:
         sources = ", ".join(str(source_path(s)) for s in EXTENSIONS[name].sources)
-        print(f"building {name} from {sources} for sm_{target_archs()} ...", flush=True)
+        archs = ", ".join(f"sm_{a.replace('.', '')}" for a in target_archs().split(";"))
+        print(f"building {name} from {sources} for {archs} ...", flush=True)
         start = time.perf_counter()
         try:
             load_extension(name, verbose=args.verbose)
