@@ -3,8 +3,9 @@
 It wraps ``torch.utils.cpp_extension.load`` (ninja) and adds what students and
 the grader need:
 
-* one build folder per task and extension (``build/<task>/<name>-<key>``), so
-  tasks never clobber each other and ninja rebuilds only what changed;
+* one build folder per task and extension (``build/<task>/<name>-<key>``), keyed
+  by the sources' contents, so tasks never clobber each other, identical
+  sources are built once, and ninja rebuilds only what changed;
 * the target architecture of the visible GPU, or with none a fixed list
   (``FALLBACK_ARCHS``) so the code still compiles on a machine without a GPU;
 * the compiler's whole message on failure (:class:`BuildError`), and a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -72,12 +74,50 @@ def build_root() -> Path:
 
 
 def _build_dir(name: str, sources: list[Path], archs: str, group: str) -> Path:
-    # The key separates builds of different source trees (the kit, solutions/, a
-    # staged submission) and architectures, so each keeps its own ninja cache.
-    key = hashlib.sha1(("|".join(map(str, sources)) + "|" + archs).encode()).hexdigest()[:10]
-    path = build_root() / group / f"{name}-{key}"
+    """A folder keyed by what is built: the sources' contents, architectures, flags, torch.
+
+    Content addressing means identical sources are built once, wherever they
+    sit (the grader stages the same kernel into several task folders), and
+    different sources never share a folder (a stub and its solution).
+    """
+    import torch
+
+    digest = hashlib.sha1()
+    for part in (archs, torch.__version__, *NVCC_FLAGS, *CXX_FLAGS):
+        digest.update(part.encode() + b"\0")
+    for src in sources:
+        digest.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    path = build_root() / group / f"{name}-{digest.hexdigest()[:12]}"
     path.mkdir(parents=True, exist_ok=True)
+    os.utime(path)  # most recently used: kept by the pruning below
     return path
+
+
+#: Builds kept per extension and group; older ones (earlier versions of a kernel) are pruned.
+KEEP_BUILDS = 4
+
+
+def _prune_old_builds(build_dir: Path) -> None:
+    siblings = sorted(
+        (p for p in build_dir.parent.glob(build_dir.name.rsplit("-", 1)[0] + "-*") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in siblings[KEEP_BUILDS:]:
+        if old != build_dir:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _copy_sources(sources: list[Path], build_dir: Path) -> list[Path]:
+    """Copy the sources into the build folder (once), so the build never depends on where they came from."""
+    copies = []
+    for src in sources:
+        dst = build_dir / "src" / src.name
+        dst.parent.mkdir(exist_ok=True)
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            dst.write_bytes(src.read_bytes())
+        copies.append(dst)
+    return copies
 
 
 def load_extension(name: str, *, verbose: bool = False) -> ModuleType:
@@ -104,6 +144,8 @@ def build_sources(name: str, sources: list[Path], group: str, *, verbose: bool =
 
     archs = target_archs()
     build_dir = _build_dir(name, sources, archs, group)
+    copies = _copy_sources(sources, build_dir)
+    _prune_old_builds(build_dir)
     cuda_flags = list(NVCC_FLAGS)
     if os.environ.get(PTXAS_VERBOSE_ENV) == "1":
         cuda_flags.append("-Xptxas=-v")
@@ -117,7 +159,7 @@ def build_sources(name: str, sources: list[Path], group: str, *, verbose: bool =
         ):
             return cpp_extension.load(
                 name=name,
-                sources=[str(s) for s in sources],
+                sources=[str(c) for c in copies],
                 extra_cflags=list(CXX_FLAGS),
                 extra_cuda_cflags=cuda_flags,
                 build_directory=str(build_dir),
@@ -128,6 +170,8 @@ def build_sources(name: str, sources: list[Path], group: str, *, verbose: bool =
         extra = captured.getvalue().strip()
         if extra:
             log = extra + "\n" + log
+        for copy, src in zip(copies, sources):  # point messages at the file the student edits
+            log = log.replace(str(copy), str(src))
         raise BuildError(name, log) from exc
     finally:
         if previous is None:
