@@ -1,0 +1,1 @@
+"""The attention kit's autograder: ``python -m grader --help``."""

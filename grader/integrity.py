@@ -1,0 +1,39 @@
+"""Cheap static look at submitted files for code that tries to reach past its task.
+
+The pristine tests catch what matters at run time (wrong answers, PyTorch
+operators in the attention core); this scan only *flags* constructs a kernel or
+attention module has no reason to contain, for a person to review.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+PY_SUSPICIOUS = {
+    r"\bimport\s+(os|sys|subprocess|builtins|importlib|inspect|gc|ctypes|socket|pytest)\b": "imports a system module",
+    r"\bfrom\s+(os|sys|subprocess|builtins|importlib|inspect|gc|ctypes|socket|pytest)\b": "imports a system module",
+    r"\bharness\.(compare|timing|reference|integrity|pytest_plugin|inputs)\b": "reaches into the grading harness",
+    r"\bfrom\s+harness\s+import\s+(compare|timing|reference|integrity|pytest_plugin|inputs)\b": "reaches into the grading harness",
+    r"__import__|\bexec\(|\beval\(|\bglobals\(\)|sys\.modules|setattr\(": "rewrites code or modules at run time",
+    r"\bopen\(": "opens files",
+}
+CU_SUSPICIOUS = {
+    r"\b(system|popen|fork|execv\w*|dlopen)\s*\(": "runs other programs or loads libraries",
+    r"\bfopen\s*\(|std::ofstream|std::ifstream": "opens files",
+    r"\bpy::module_?::import\b|PyImport_": "imports Python modules from C++",
+}
+
+
+def scan_file(path: Path, rel: str) -> list[str]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    rules = PY_SUSPICIOUS if rel.endswith(".py") else CU_SUSPICIOUS if rel.endswith((".cu", ".cuh")) else {}
+    flags = []
+    for pattern, what in rules.items():
+        match = re.search(pattern, text)
+        if match:
+            line = text.count("\n", 0, match.start()) + 1
+            flags.append(f"{rel}:{line} {what} ('{match.group(0)}'); flagged for review")
+    return flags

@@ -1,0 +1,192 @@
+"""``grader run``: stage, build, test and score each task, then report.
+
+Every task goes through the stages in its own folder and processes, so one
+task's crash, hang or build failure costs that task only. When the kit's
+reference solutions are present, the performance tasks are also run for the
+reference on the same GPU in the same run, so speedups are scored relative to
+what the reference reaches on this hardware.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS
+
+from . import report as report_mod
+from .builder import build_task
+from .integrity import scan_file
+from .results_check import check_results_md
+from .rubric import Rubric
+from .runner import TestRun, run_tests
+from .scoring import cases_of, measured_speedups, score_task
+from .stage import stage_task
+
+SOLUTIONS = REPO_ROOT / "solutions"
+
+
+class Progress:
+    """One line per stage, with the elapsed time, so a long GPU run shows where it is."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.start = time.perf_counter()
+
+    def __call__(self, task: str, text: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.start:7.1f}s] {task}: {text}", file=sys.stderr, flush=True)
+
+
+def child_env(seed: int, build_cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
+    env.update(
+        ATTN_KIT_SEED=str(seed),
+        ATTN_KIT_BUILD_DIR=str(build_cache),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    for key in ("ATTN_KIT_CUDA_ARCH",):  # staff may pin the architecture for the whole run
+        if key in os.environ:
+            env[key] = os.environ[key]
+    env.pop("PYTHONPATH", None)  # the staged folder (the working directory) comes first
+    return env
+
+
+def _gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int, progress: Progress,
+               references: dict[str, float] | None = None, label: str = "") -> dict:
+    """Stage, build, test and score one task; always returns a result (never raises)."""
+    tr = rubric.tasks[task]
+    name = f"{label}{task}"
+    result: dict = dict(task=task, title=TASKS[task].title, max_points=tr.points, points=0.0,
+                        status="error", reason="", flags=[], stage_seconds={}, checks=[], speedups=[])
+    work, logs = out / "work" / (label.strip("/") or "submission"), out / "logs" / (label.strip("/") or "submission")
+    env = child_env(seed, out / "build-cache")
+    try:
+        t0 = time.perf_counter()
+        progress(name, "staging")
+        stage = stage_task(task, submission, work)
+        result["stage_seconds"]["stage"] = round(time.perf_counter() - t0, 2)
+        result["missing"], result["rejected"] = stage.missing, stage.rejected
+        for rel in TASKS[task].editable:
+            if (stage.folder / rel).exists() and rel not in stage.missing:
+                result["flags"] += scan_file(stage.folder / rel, rel)
+        if stage.missing or any(r in TASKS[task].editable for r in stage.rejected):
+            problems = [f"{m} is missing" for m in stage.missing]
+            problems += [f"{r} was not taken: {why}" for r, why in stage.rejected.items() if r in TASKS[task].editable]
+            result.update(status="missing files", reason="; ".join(problems))
+            progress(name, result["reason"])
+            return result
+        if TASKS[task].needs_gpu and not _gpu_available():
+            result.update(status="skipped", reason="needs a CUDA GPU; none is visible on this machine")
+            progress(name, "skipped: " + result["reason"])
+            return result
+        if TASKS[task].extensions:
+            progress(name, "building " + ", ".join(TASKS[task].extensions))
+            built = build_task(stage, env=env, timeout_s=rubric.build_timeout_s, logs=logs)
+            result["stage_seconds"]["build"] = round(built.proc.seconds, 2)
+            result["build"] = dict(ok=built.ok, reason=built.reason, seconds=round(built.proc.seconds, 2),
+                                   log_tail=built.proc.output_tail, log=built.proc.log_path)
+            if not built.ok:
+                result.update(status="build failed", reason=built.reason)
+                progress(name, result["reason"])
+                return result
+        progress(name, f"testing (up to {tr.test_timeout_s:.0f} s)")
+        run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs)
+        result["stage_seconds"]["tests"] = round(run.proc.seconds, 2)
+        result["tests"] = dict(seconds=round(run.proc.seconds, 2), problem=run.problem,
+                               returncode=run.proc.returncode, output_tail=run.proc.output_tail,
+                               log=run.proc.log_path, duration_by_test=_durations(run))
+        result["_run"] = run
+        t1 = time.perf_counter()
+        score = score_task(rubric, tr, run, references)
+        result["stage_seconds"]["score"] = round(time.perf_counter() - t1, 3)
+        result.update(points=score.points, status=score.status, reason=score.reason,
+                      checks=[asdict(c) for c in score.checks], speedups=[asdict(s) for s in score.speedups])
+        result["flags"] += score.flags
+        progress(name, f"{score.points:g}/{tr.points:g} ({score.status}: {score.reason})")
+    except Exception as exc:  # noqa: BLE001 - a grader bug must cost this task only, visibly
+        result.update(status="error", reason=f"the grader failed on this task: {exc!r}",
+                      grader_traceback=traceback.format_exc())
+        progress(name, result["reason"])
+    return result
+
+
+def _durations(run: TestRun) -> dict[str, float]:
+    """Seconds per test function, summed over its cases (where the time of a task goes)."""
+    out: dict[str, float] = {}
+    for test in run.tests:
+        fn = test.get("nodeid", "").split("::")[-1].split("[")[0]
+        secs = sum((test.get(s) or {}).get("duration", 0.0) for s in ("setup", "call", "teardown"))
+        out[fn] = round(out.get(fn, 0.0) + secs, 3)
+    return out
+
+
+def reference_speedups(task: str, out: Path, rubric: Rubric, seed: int, progress: Progress) -> dict[str, float]:
+    """Run the reference solution's perf tests for ``task`` and return its speedups by rubric name."""
+    tr = rubric.tasks[task]
+    if not tr.speedups or not SOLUTIONS.is_dir() or not _gpu_available():
+        return {}
+    ref = grade_task(task, SOLUTIONS, out, rubric, seed, progress, label="reference/")
+    run = ref.get("_run")
+    if run is None:
+        return {}
+    cases = cases_of(run)
+    values = {}
+    for s in tr.speedups:
+        configs, _ = measured_speedups(s, cases)
+        if configs:
+            from .scoring import geometric_mean
+
+            values[s.name] = geometric_mean(list(configs.values()))
+    return values
+
+
+def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *, quiet: bool = False,
+                use_reference: bool = True, seed: int | None = None) -> dict:
+    """Grade ``tasks`` of ``submission`` into ``out``; the returned results are also written there."""
+    started = time.time()
+    seed = seed if seed is not None else secrets.randbelow(2**31)
+    progress = Progress(quiet)
+    results: dict = dict(submission=str(submission), out=str(out), seed=seed, tasks={}, flags=[],
+                         started=started, rubric=str(rubric.source), gpu=_gpu_name())
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for task in tasks:
+            refs = reference_speedups(task, out, rubric, seed, progress) if use_reference else {}
+            results["tasks"][task] = grade_task(task, submission, out, rubric, seed, progress, refs)
+            results["tasks"][task]["reference_speedups"] = refs
+        cases = {t: cases_of(r["_run"]) for t, r in results["tasks"].items() if r.get("_run")}
+        flags, table = check_results_md(submission / RESULTS_FILE, cases, rubric.results_mismatch_factor)
+        results["flags"] += flags
+        results["results_md"] = table
+    except BaseException as exc:  # noqa: BLE001 - nothing lost: write what we have, then re-raise
+        results["grader_error"] = "".join(traceback.format_exception(exc))
+        if not isinstance(exc, Exception):
+            results["grader_error"] = f"interrupted ({type(exc).__name__})\n" + results["grader_error"]
+        raise
+    finally:
+        results["execution_time"] = round(time.time() - started, 1)
+        for r in results["tasks"].values():
+            r.pop("_run", None)
+        report_mod.write_all(results, rubric, out)
+    return results
+
+
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "none (CPU only)"
+    except Exception:  # noqa: BLE001
+        return "unknown"

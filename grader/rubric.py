@@ -1,0 +1,101 @@
+"""Loads and checks ``rubric.toml``: the one file that holds every point and threshold."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+RUBRIC_PATH = Path(__file__).with_name("rubric.toml")
+#: The assignment's points per task; the rubric must add up to these.
+EXPECTED_POINTS = {"task1": 2, "task2": 3, "task3": 3, "task4": 4, "task5": 4, "task6": 3, "task7": 1}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    tests: tuple[str, ...]
+    points: float
+    all_or_nothing: bool = False
+
+
+@dataclass(frozen=True)
+class Speedup:
+    name: str
+    test: str
+    measurement: str
+    points: float
+    full_at: float
+    zero_at: float
+    absolute_full_at: float
+    absolute_zero_at: float
+
+
+@dataclass(frozen=True)
+class TaskRubric:
+    task: str
+    points: float
+    checks: tuple[Check, ...]
+    speedups: tuple[Speedup, ...] = ()
+    test_timeout_s: float = 1200
+
+
+@dataclass(frozen=True)
+class Rubric:
+    tasks: dict[str, TaskRubric]
+    build_timeout_s: float
+    implausible_factor: float
+    results_mismatch_factor: float
+    source: Path = field(default=RUBRIC_PATH)
+
+    @property
+    def total(self) -> float:
+        return sum(t.points for t in self.tasks.values())
+
+
+class RubricError(ValueError):
+    pass
+
+
+def load(path: Path = RUBRIC_PATH) -> Rubric:
+    data = tomllib.loads(Path(path).read_text())
+    grading = data.get("grading", {})
+    default_timeout = float(grading.get("test_timeout_s", 1200))
+    tasks = {}
+    for name, spec in data.items():
+        if not name.startswith("task"):
+            continue
+        checks = tuple(
+            Check(c["name"], tuple(c["tests"]), float(c["points"]), bool(c.get("all_or_nothing", False)))
+            for c in spec.get("checks", [])
+        )
+        speedups = tuple(
+            Speedup(
+                s["name"], s["test"], s["measurement"], float(s["points"]), float(s["full_at"]),
+                float(s["zero_at"]), float(s["absolute_full_at"]), float(s["absolute_zero_at"]),
+            )
+            for s in spec.get("speedups", [])
+        )
+        task = TaskRubric(name, float(spec["points"]), checks, speedups,
+                          float(spec.get("test_timeout_s", default_timeout)))
+        parts = sum(c.points for c in checks) + sum(s.points for s in speedups)
+        if abs(parts - task.points) > 1e-9:
+            raise RubricError(f"{path}: {name}'s checks and speedups add up to {parts}, not {task.points}")
+        for s in speedups:
+            if not (s.zero_at < s.full_at and s.absolute_zero_at < s.absolute_full_at):
+                raise RubricError(f"{path}: {name} speedup '{s.name}': zero_at must be below full_at")
+        tasks[name] = task
+    for name, points in EXPECTED_POINTS.items():
+        if name not in tasks or tasks[name].points != points:
+            raise RubricError(f"{path}: {name} must be worth {points} points (the assignment's split)")
+    return Rubric(
+        tasks=tasks,
+        build_timeout_s=float(grading.get("build_timeout_s", 900)),
+        implausible_factor=float(grading.get("implausible_factor", 3.0)),
+        results_mismatch_factor=float(grading.get("results_mismatch_factor", 2.0)),
+        source=Path(path),
+    )

@@ -1,0 +1,212 @@
+"""Stage 4: turn a task's test report into points, following the rubric.
+
+Scores rest only on what the pristine tests recorded in the JSON report:
+outcomes and measurements. Nothing a submission prints is read.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .rubric import Check, Rubric, Speedup, TaskRubric
+from .runner import TestRun
+
+NOT_IMPLEMENTED = "not implemented yet"
+#: How many failing cases a check lists in the report.
+MAX_MESSAGES_PER_CHECK = 5
+
+
+@dataclass
+class Case:
+    nodeid: str
+    function: str
+    outcome: str  # passed, failed, skipped, error
+    message: str
+    measurements: dict
+
+    @property
+    def not_implemented(self) -> bool:
+        return self.outcome in ("failed", "error") and NOT_IMPLEMENTED in self.message.lower()
+
+
+@dataclass
+class CheckResult:
+    name: str
+    points: float
+    max_points: float
+    passed: int
+    ran: int
+    skipped: int
+    status: str  # passed, failed, skipped
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SpeedupResult:
+    name: str
+    points: float
+    max_points: float
+    status: str  # passed, failed, skipped
+    value: float | None = None  # geometric mean over configurations
+    reference: float | None = None
+    basis: str = ""
+    configs: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass
+class TaskScore:
+    points: float
+    max_points: float
+    status: str
+    reason: str
+    checks: list[CheckResult]
+    speedups: list[SpeedupResult]
+    flags: list[str]
+
+
+def _message(test: dict) -> str:
+    for stage in ("call", "setup", "teardown"):
+        part = test.get(stage) or {}
+        if part.get("outcome") in ("failed", "skipped") or part.get("longrepr"):
+            text = part.get("longrepr") or ""
+            if part.get("outcome") == "skipped" and text.startswith("("):
+                text = text.rsplit("Skipped: ", 1)[-1].rstrip("')\"")
+            if text:
+                return str(text)
+            crash = part.get("crash") or {}
+            if crash.get("message"):
+                return str(crash["message"])
+    return ""
+
+
+def cases_of(run: TestRun) -> list[Case]:
+    cases = []
+    for test in run.tests:
+        nodeid = test.get("nodeid", "")
+        function = nodeid.split("::")[-1].split("[")[0]
+        # Anything but passed or skipped is a failure: errors, xpasses, and the kit's own
+        # "not implemented" category (see harness.pytest_plugin) among them.
+        outcome = test.get("outcome", "error")
+        if outcome not in ("passed", "skipped"):
+            outcome = "failed"
+        measurements = (test.get("metadata") or {}).get("measurements") or {}
+        cases.append(Case(nodeid, function, outcome, _message(test) if outcome != "passed" else "", measurements))
+    return cases
+
+
+def score_check(check: Check, cases: list[Case]) -> CheckResult:
+    mine = [c for c in cases if c.function in check.tests]
+    ran = [c for c in mine if c.outcome != "skipped"]
+    passed = [c for c in ran if c.outcome == "passed"]
+    skipped = len(mine) - len(ran)
+    if not mine:
+        return CheckResult(check.name, 0.0, check.points, 0, 0, 0, "failed",
+                           [f"no test named {', '.join(check.tests)} ran (were they collected?)"])
+    if not ran:
+        reason = next((c.message for c in mine if c.message), "skipped")
+        return CheckResult(check.name, 0.0, check.points, 0, 0, skipped, "skipped", [reason])
+    fraction = len(passed) / len(ran)
+    if check.all_or_nothing and fraction < 1:
+        fraction = 0.0
+    failing = [c for c in ran if c.outcome != "passed"]
+    # The same message from many cases (an unimplemented stub) is shown once, with a count.
+    grouped: dict[str, list[Case]] = {}
+    for c in failing:
+        grouped.setdefault(c.message.strip(), []).append(c)
+    messages = []
+    for text, group in list(grouped.items())[:MAX_MESSAGES_PER_CHECK]:
+        first = group[0].nodeid.split("::")[-1]
+        more = f" (and {len(group) - 1} more case(s) with the same message)" if len(group) > 1 else ""
+        messages.append(f"{first}{more}: {text}")
+    if len(grouped) > MAX_MESSAGES_PER_CHECK:
+        messages.append(f"... and {len(grouped) - MAX_MESSAGES_PER_CHECK} more distinct failure(s)")
+    return CheckResult(check.name, round(check.points * fraction, 4), check.points, len(passed), len(ran),
+                       skipped, "passed" if not failing else "failed", messages)
+
+
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def measured_speedups(speedup: Speedup, cases: list[Case]) -> tuple[dict[str, float], list[Case]]:
+    mine = [c for c in cases if c.function == speedup.test]
+    values = {}
+    for c in mine:
+        m = c.measurements.get(speedup.measurement)
+        if c.outcome == "passed" and isinstance(m, dict) and isinstance(m.get("speedup"), (int, float)):
+            if m["speedup"] > 0:
+                values[c.nodeid.split("::")[-1]] = float(m["speedup"])
+    return values, mine
+
+
+def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, reference: float | None,
+                  implausible_factor: float, flags: list[str]) -> SpeedupResult:
+    result = SpeedupResult(speedup.name, 0.0, speedup.points, "failed")
+    configs, mine = measured_speedups(speedup, cases)
+    result.configs = configs
+    if mine and all(c.outcome == "skipped" for c in mine):
+        result.status, result.reason = "skipped", mine[0].message or "skipped"
+        return result
+    if not configs:
+        failing = [c for c in mine if c.outcome != "passed"]
+        result.reason = (failing[0].message.strip().splitlines() or ["no measurement"])[0] if failing else (
+            f"the test {speedup.test} recorded no '{speedup.measurement}' measurement")
+        return result
+    result.value = geometric_mean(list(configs.values()))
+    if reference:
+        result.reference, result.basis = reference, "reference"
+        full, zero = speedup.full_at * reference, speedup.zero_at * reference
+        if result.value > implausible_factor * reference:
+            flags.append(
+                f"implausible speedup for '{speedup.name}': {result.value:.3g}x against the reference "
+                f"solution's {reference:.3g}x on the same GPU; flagged for review"
+            )
+    else:
+        result.basis = "absolute (no reference solution in this run)"
+        full, zero = speedup.absolute_full_at, speedup.absolute_zero_at
+    if not gate_open:
+        result.reason = "speed is scored only once every correctness check passes in full"
+        return result
+    fraction = min(1.0, max(0.0, (result.value - zero) / (full - zero)))
+    result.points = round(speedup.points * fraction, 4)
+    result.status = "passed" if fraction >= 1 else "failed"
+    result.reason = (
+        f"{result.value:.3g}x; full points at {full:.3g}x, none at {zero:.3g}x ({result.basis})"
+    )
+    return result
+
+
+def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
+               references: dict[str, float] | None = None) -> TaskScore:
+    references = references or {}
+    cases = cases_of(run)
+    flags: list[str] = []
+    checks = [score_check(c, cases) for c in task_rubric.checks]
+    gate_open = all(c.status == "passed" for c in checks)
+    speedups = [
+        score_speedup(s, cases, gate_open, references.get(s.name), rubric.implausible_factor, flags)
+        for s in task_rubric.speedups
+    ]
+    points = round(sum(c.points for c in checks) + sum(s.points for s in speedups), 4)
+    ran = [c for c in cases if c.outcome != "skipped"]
+    if run.problem and not cases:
+        status, reason = "crashed", run.problem
+    elif cases and not ran:
+        status, reason = "skipped", next((c.message for c in cases if c.message), "all tests skipped")
+    elif ran and all(c.not_implemented for c in ran if c.outcome != "passed") and not any(
+        c.outcome == "passed" for c in ran if c.function in {t for ch in task_rubric.checks for t in ch.tests}
+    ):
+        status = "not implemented"
+        reason = next(c.message for c in ran if c.not_implemented).strip().splitlines()[0]
+    else:
+        status = "graded"
+        first_bad = next((c for c in checks if c.status == "failed"), None)
+        if run.problem:
+            reason = run.problem
+        elif first_bad:
+            reason = f"{first_bad.name}: {first_bad.passed}/{first_bad.ran} cases pass"
+        else:
+            slow = next((s for s in speedups if s.status == "failed"), None)
+            reason = f"{slow.name}: {slow.reason}" if slow else "every check passed"
+    return TaskScore(points, task_rubric.points, status, reason, checks, speedups, flags)
