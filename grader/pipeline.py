@@ -57,6 +57,16 @@ def child_env(seed: int, build_cache: Path) -> dict[str, str]:
     return env
 
 
+def _can_compile_cuda() -> bool:
+    import shutil
+
+    import torch
+
+    return torch.version.cuda is not None and (
+        shutil.which("nvcc") is not None or Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc").exists()
+    )
+
+
 def _gpu_available() -> bool:
     import torch
 
@@ -87,11 +97,11 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
             result.update(status="missing files", reason="; ".join(problems))
             progress(name, result["reason"])
             return result
-        if TASKS[task].needs_gpu and not _gpu_available():
-            result.update(status="skipped", reason="needs a CUDA GPU; none is visible on this machine")
-            progress(name, "skipped: " + result["reason"])
-            return result
         if TASKS[task].extensions:
+            if not _can_compile_cuda():
+                result.update(status="skipped", reason="cannot compile CUDA here (no nvcc or a CPU-only PyTorch)")
+                progress(name, "skipped: " + result["reason"])
+                return result
             progress(name, "building " + ", ".join(TASKS[task].extensions))
             built = build_task(stage, env=env, timeout_s=rubric.build_timeout_s, logs=logs)
             result["stage_seconds"]["build"] = round(built.proc.seconds, 2)
@@ -101,6 +111,11 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
                 result.update(status="build failed", reason=built.reason)
                 progress(name, result["reason"])
                 return result
+        if TASKS[task].needs_gpu and not _gpu_available():
+            compiled = " (its CUDA code compiles)" if TASKS[task].extensions else ""
+            result.update(status="skipped", reason=f"needs a CUDA GPU; none is visible on this machine{compiled}")
+            progress(name, "skipped: " + result["reason"])
+            return result
         progress(name, f"testing (up to {tr.test_timeout_s:.0f} s)")
         run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs)
         result["stage_seconds"]["tests"] = round(run.proc.seconds, 2)

@@ -1,0 +1,177 @@
+"""The grader on fixture submissions: every path a real class produces.
+
+Fixtures are made at test time from the kit's stubs and reference solutions,
+with one planted behaviour each, so they never drift from the real files.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from grader import rubric as rubric_mod
+from grader.pipeline import run_grading
+from grader.report import validate_gradescope
+from harness.tasks import REPO_ROOT
+
+SOLUTIONS = REPO_ROOT / "solutions"
+CPU_TASKS = ["task1", "task3"]
+#: Short limit for the hang fixture, so the test does not wait long.
+HANG_TIMEOUT_S = 30
+
+
+def make_submission(root: Path, base: Path, edits: dict[str, str] | None = None) -> Path:
+    """A submission folder: the task-1 and task-3 files of ``base`` plus ``edits`` (path -> text)."""
+    root.mkdir(parents=True)
+    for rel in ("task1/attention.py", "task3/attention.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(base / rel, root / rel)
+    shutil.copy(REPO_ROOT / "Results.md", root / "Results.md")
+    for rel, text in (edits or {}).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def inject(base: Path, rel: str, marker: str, code: str) -> str:
+    """``base/rel`` with ``code`` inserted before the first line containing ``marker``."""
+    lines = (base / rel).read_text().splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if marker in line)
+    indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+    return "".join(lines[:i] + [indent + c + "\n" for c in code.splitlines()] + lines[i:])
+
+
+def grade(submission: Path, out: Path, tasks=CPU_TASKS, rubric=None) -> dict:
+    return run_grading(submission, tasks, out, rubric or rubric_mod.load(), quiet=True, use_reference=False)
+
+
+def assert_valid_reports(out: Path) -> dict:
+    doc = json.loads((out / "results.json").read_text())
+    assert validate_gradescope(doc) == [], validate_gradescope(doc)
+    assert (out / "report.md").read_text().startswith("# Grading report")
+    json.loads((out / "raw.json").read_text())
+    return doc
+
+
+def test_reference_solution_gets_full_marks(tmp_path):
+    results = grade(SOLUTIONS, tmp_path / "out")
+    for task in CPU_TASKS:
+        r = results["tasks"][task]
+        assert r["points"] == r["max_points"], (task, r["reason"])
+    doc = assert_valid_reports(tmp_path / "out")
+    assert doc["score"] == 5
+
+
+def test_stubs_get_zero_with_a_reason(tmp_path):
+    results = grade(make_submission(tmp_path / "sub", REPO_ROOT), tmp_path / "out")
+    for task in CPU_TASKS:
+        r = results["tasks"][task]
+        assert r["points"] == 0 and r["status"] == "not implemented", r
+        assert "not implemented yet" in r["reason"] and f"{task}/attention.py" in r["reason"]
+    assert_valid_reports(tmp_path / "out")
+
+
+def test_edited_test_file_is_never_run(tmp_path):
+    cheat = "def test_everything():\n    assert True\n"
+    sub = make_submission(tmp_path / "sub", REPO_ROOT, {"task1/test.py": cheat, "task1/compile.py": "raise SystemExit"})
+    results = grade(sub, tmp_path / "out", tasks=["task1"])
+    assert results["tasks"]["task1"]["points"] == 0
+
+
+def test_printed_fake_speedup_does_not_reach_the_score(tmp_path):
+    fake = 'print("Speedup: 99.0x\\nTotal score: 20/20")'
+    sub = make_submission(tmp_path / "sub", REPO_ROOT,
+                          {"task1/attention.py": inject(REPO_ROOT, "task1/attention.py", "raise NotImplementedError", fake)})
+    results = grade(sub, tmp_path / "out", tasks=["task1"])
+    assert results["tasks"]["task1"]["points"] == 0
+    assert "99" not in json.dumps(results["tasks"]["task1"]["checks"])
+
+
+def test_crash_costs_only_that_task(tmp_path):
+    crash = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"
+    sub = make_submission(tmp_path / "sub", SOLUTIONS,
+                          {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "check_hidden_states(x", crash)})
+    results = grade(sub, tmp_path / "out")
+    r1, r3 = results["tasks"]["task1"], results["tasks"]["task3"]
+    assert r1["points"] == 0 and r1["status"] == "crashed" and "SIGSEGV" in r1["reason"]
+    assert r3["points"] == r3["max_points"]
+    assert_valid_reports(tmp_path / "out")
+
+
+def test_hang_is_stopped_at_the_time_limit(tmp_path):
+    text = rubric_mod.RUBRIC_PATH.read_text().replace("[task1]\npoints = 2", f"[task1]\npoints = 2\ntest_timeout_s = {HANG_TIMEOUT_S}")
+    (tmp_path / "rubric.toml").write_text(text)
+    hang = "import time\nwhile True:\n    time.sleep(1)"
+    sub = make_submission(tmp_path / "sub", SOLUTIONS,
+                          {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "check_hidden_states(x", hang)})
+    results = grade(sub, tmp_path / "out", tasks=["task1"], rubric=rubric_mod.load(tmp_path / "rubric.toml"))
+    r = results["tasks"]["task1"]
+    assert r["points"] == 0 and "longer than" in r["reason"], r
+    assert r["stage_seconds"]["tests"] < HANG_TIMEOUT_S + 30
+    assert_valid_reports(tmp_path / "out")
+
+
+def test_missing_file_is_reported(tmp_path):
+    sub = make_submission(tmp_path / "sub", SOLUTIONS)
+    (sub / "task3" / "attention.py").unlink()
+    results = grade(sub, tmp_path / "out")
+    assert results["tasks"]["task3"]["status"] == "missing files"
+    assert "task3/attention.py is missing" in results["tasks"]["task3"]["reason"]
+    assert results["tasks"]["task1"]["points"] == 2
+
+
+def test_suspicious_code_is_flagged(tmp_path):
+    snoop = "import sys\nsys.modules['harness.compare'].TOLERANCE_FACTOR = 1e9"
+    sub = make_submission(tmp_path / "sub", SOLUTIONS,
+                          {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "class CustomSelfAttention", snoop)})
+    results = grade(sub, tmp_path / "out", tasks=["task1"])
+    assert any("flagged for review" in f for f in results["tasks"]["task1"]["flags"])
+
+
+needs_nvcc = pytest.mark.skipif(torch.version.cuda is None or shutil.which("nvcc") is None,
+                                reason="needs nvcc and a CUDA build of PyTorch")
+
+
+@needs_nvcc
+def test_compile_error_is_reported_with_the_compiler_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTN_KIT_CUDA_ARCH", "9.0")  # one architecture keeps it quick
+    broken = (REPO_ROOT / "task2" / "attention_kernel.cu").read_text() + "\nthis is not C++;\n"
+    sub = make_submission(tmp_path / "sub", SOLUTIONS, {"task2/attention_kernel.cu": broken})
+    results = grade(sub, tmp_path / "out", tasks=["task2"])
+    r = results["tasks"]["task2"]
+    assert r["status"] == "build failed" and r["points"] == 0
+    assert "error" in r["build"]["log_tail"].lower() and "attention_kernel.cu" in r["build"]["log_tail"]
+    doc = assert_valid_reports(tmp_path / "out")
+    assert "Compiler output" in doc["tests"][0]["output"]
+
+
+def test_results_written_even_when_the_grader_fails(tmp_path, monkeypatch):
+    import grader.pipeline as pipeline
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("planted grader failure")
+
+    monkeypatch.setattr(pipeline, "check_results_md", boom)
+    with pytest.raises(RuntimeError):
+        grade(make_submission(tmp_path / "sub", SOLUTIONS), tmp_path / "out", tasks=["task1"])
+    doc = assert_valid_reports(tmp_path / "out")
+    assert "planted grader failure" in doc["output"]
+    assert doc["score"] == 2  # what it had is kept
+
+
+def test_cli_exit_codes(tmp_path):
+    run = [sys.executable, "-m", "grader"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
+    missing = subprocess.run(run + ["run", "--submission", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert missing.returncode == 3 and "does not exist" in missing.stderr
+    bad = subprocess.run(run + ["run", "--tasks", "9"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    ok = subprocess.run(run + ["run", "--submission", str(SOLUTIONS), "--tasks", "1", "--out", str(tmp_path / "o"),
+                               "--no-reference"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "task1  2" in ok.stdout and "total 2 / 2" in ok.stdout
