@@ -10,9 +10,9 @@ Both sides get the same q, k, v of shape [B, S, hidden] (float32) and return
 same tensors. TFLOP/s count 4*B*heads*S^2*head_dim operations non-causal and
 half of that causal (the two matrix products; the softmax is not counted).
 
-``--variants BR,BC,THREADS,TM ...`` builds the reference solution's kernel with
-other tile sizes (macros FA_BR, FA_BC, FA_THREADS, FA_TM; head_dim 128 only) in
-parallel and times each one. See bench/NOTES.md for what was measured.
+``--variants BR,BC,THREADS,TM[,PREFETCH_K] ...`` builds the reference solution's
+kernel with other tile sizes (macros FA_BR, FA_BC, FA_THREADS, FA_TM,
+FA_PREFETCH_K; head_dim 128 only) in parallel and times each one. See bench/NOTES.md for what was measured.
 """
 from __future__ import annotations
 
@@ -46,14 +46,15 @@ def build_variant(spec: str, verbose: bool = False):
     """Build (or load, if built) the solution's kernel with tile sizes ``BR,BC,THREADS,TM``."""
     from torch.utils import cpp_extension
 
-    br, bc, threads, tm = (int(x) for x in spec.split(","))
+    br, bc, threads, tm, *rest = (int(x) for x in spec.split(","))
+    prefetch = rest[0] if rest else 1
     name = variant_name(spec)
     archs = build.target_archs()
     build_dir = build.build_root() / "bench" / f"{name}-{archs.replace(';', '_').replace('.', '')}"
     build_dir.mkdir(parents=True, exist_ok=True)
     flags = list(build.NVCC_FLAGS) + [
         f"-DFA_BR={br}", f"-DFA_BC={bc}", f"-DFA_THREADS={threads}", f"-DFA_TM={tm}",
-        "-DFA_ONLY_HEAD_DIM_128",
+        f"-DFA_PREFETCH_K={prefetch}", "-DFA_ONLY_HEAD_DIM_128",
     ]
     if os.environ.get(build.PTXAS_VERBOSE_ENV) == "1":
         flags.append("-Xptxas=-v")
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (median)")
     p.add_argument("--modes", default="noncausal,causal")
-    p.add_argument("--variants", nargs="*", default=None, help="BR,BC,THREADS,TM of solution variants")
+    p.add_argument("--variants", nargs="*", default=None, help="BR,BC,THREADS,TM[,PREFETCH_K] of solution variants")
     p.add_argument("--build-only", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)

@@ -18,7 +18,7 @@
 #include <cmath>
 
 // ============================================================================
-// Provided host helpers (identical in the student's file)
+// Provided: input checks and layout helpers
 // ============================================================================
 
 // The largest head_dim the attention functions accept (as in Task 4).
@@ -44,8 +44,8 @@ static void check_gemm_inputs(const torch::Tensor& a, const torch::Tensor& b, bo
   const int64_t k_of_b = b_transposed ? b.size(2) : b.size(1);
   TORCH_CHECK(a.size(2) == k_of_b, "inner dimensions differ: a is ", a.sizes(), ", b is ",
               b.sizes(), b_transposed ? " (computing a @ b^T)" : " (computing a @ b)");
-  TORCH_CHECK(a.size(0) <= MAX_GRID_YZ, "batch size ", a.size(0), " is larger than ",
-              MAX_GRID_YZ, " (the batch is the grid's z dimension)");
+  TORCH_CHECK(a.size(0) <= MAX_GRID_YZ, "batch size ", a.size(0),
+              " is larger than 65535 (the batch is the grid's z dimension)");
 }
 
 // Checks q, k, v [B, S, heads*head_dim] and returns head_dim.
@@ -68,7 +68,8 @@ static int64_t check_attention_inputs(const torch::Tensor& q, const torch::Tenso
               " must be a positive multiple of num_heads=", num_heads);
   const int64_t head_dim = hidden / num_heads;
   TORCH_CHECK(head_dim <= MAX_HEAD_DIM, "head_dim=", head_dim, " (hidden_dim ", hidden, " / ",
-              num_heads, " heads) is larger than the supported maximum ", MAX_HEAD_DIM);
+              num_heads, " heads) is larger than the supported maximum ",
+              static_cast<int64_t>(MAX_HEAD_DIM));
   return head_dim;
 }
 
@@ -101,18 +102,6 @@ __global__ void scale_and_causal_mask(float* scores, int64_t batch, int rows, in
     const int row = static_cast<int>((idx / cols) % rows);
     scores[idx] = (causal && col > row) ? -INFINITY : scores[idx] * scale;
   }
-}
-
-static void launch_scale_and_causal_mask(torch::Tensor& scores, float scale, bool causal) {
-  const int64_t total = scores.numel();
-  if (total == 0) return;
-  const int threads = 256;
-  const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 20);
-  scale_and_causal_mask<<<static_cast<unsigned>(blocks), threads, 0,
-                          at::cuda::getCurrentCUDAStream()>>>(
-      scores.data_ptr<float>(), scores.size(0), static_cast<int>(scores.size(1)),
-      static_cast<int>(scores.size(2)), scale, causal);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // ============================================================================
@@ -170,20 +159,7 @@ __global__ void batched_softmax_kernel(const float* __restrict__ input, float* _
   for (int c = threadIdx.x; c < n_cols; c += blockDim.x) y[c] = expf(x[c] - row_max) * inv_sum;
 }
 
-// Softmax over the last dimension of a contiguous [rows, n_cols] view.
-static void launch_softmax_rows(const torch::Tensor& in, torch::Tensor& out, int64_t rows,
-                                int64_t n_cols) {
-  if (rows == 0 || n_cols == 0) return;
-  TORCH_CHECK(rows <= INT32_MAX && n_cols <= INT32_MAX, "softmax input too large");
-  int threads = 32;  // a power of two, one per element up to 1024
-  while (threads < n_cols && threads < 1024) threads *= 2;
-  batched_softmax_kernel<<<static_cast<unsigned>(rows), threads, threads * sizeof(float),
-                           at::cuda::getCurrentCUDAStream()>>>(in.data_ptr<float>(),
-                                                               out.data_ptr<float>(),
-                                                               static_cast<int>(n_cols));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
+// Provided launcher: softmax of `inp` along `dim`, computed by the kernel above.
 torch::Tensor test_batched_softmax(torch::Tensor inp, int64_t dim) {
   check_float_cuda(inp, "inp");
   TORCH_CHECK(inp.dim() >= 1, "inp must have at least one dimension");
@@ -192,11 +168,21 @@ torch::Tensor test_batched_softmax(torch::Tensor inp, int64_t dim) {
               "-D tensor");
   if (dim < 0) dim += ndim;
   const c10::cuda::CUDAGuard guard(inp.device());
-  // The kernel normalises contiguous rows: move `dim` last, and back afterwards.
+  // The kernel normalises contiguous rows: move `dim` last (a copy), and back afterwards.
   torch::Tensor x = inp.transpose(dim, ndim - 1).contiguous();
   torch::Tensor y = torch::empty_like(x);
   const int64_t n_cols = x.size(ndim - 1);
-  launch_softmax_rows(x, y, n_cols == 0 ? 0 : x.numel() / n_cols, n_cols);
+  const int64_t rows = n_cols == 0 ? 0 : x.numel() / n_cols;
+  if (rows > 0) {
+    TORCH_CHECK(rows <= INT32_MAX && n_cols <= INT32_MAX, "softmax input too large");
+    int threads = 32;  // a power of two: one thread per element, at most 1024
+    while (threads < n_cols && threads < 1024) threads *= 2;
+    // gridDim.x = number of rows: one block per row. Shared memory: one float per thread.
+    batched_softmax_kernel<<<static_cast<unsigned>(rows), threads, threads * sizeof(float),
+                             at::cuda::getCurrentCUDAStream()>>>(
+        x.data_ptr<float>(), y.data_ptr<float>(), static_cast<int>(n_cols));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   return y.transpose(dim, ndim - 1).contiguous();
 }
 
@@ -261,37 +247,34 @@ __global__ void gemm_nt_kernel(const float* __restrict__ A, const float* __restr
   if (row < M && col < N) C[static_cast<size_t>(row) * N + col] = acc;
 }
 
-static void launch_gemm(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& c,
-                        bool b_transposed) {
-  const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = c.size(2);
-  if (c.numel() == 0) return;
-  TORCH_CHECK((M + TILE - 1) / TILE <= MAX_GRID_YZ, "M=", M, " has too many row tiles");
-  const dim3 threads(TILE, TILE);
-  const dim3 blocks(static_cast<unsigned>((N + TILE - 1) / TILE),
-                    static_cast<unsigned>((M + TILE - 1) / TILE), static_cast<unsigned>(batch));
-  auto stream = at::cuda::getCurrentCUDAStream();
-  if (b_transposed)
-    gemm_nt_kernel<<<blocks, threads, 0, stream>>>(a.data_ptr<float>(), b.data_ptr<float>(),
-                                                   c.data_ptr<float>(), M, N, K);
-  else
-    gemm_nn_kernel<<<blocks, threads, 0, stream>>>(a.data_ptr<float>(), b.data_ptr<float>(),
-                                                   c.data_ptr<float>(), M, N, K);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
+// Provided launchers. Grid: x = column tiles of C, y = row tiles, z = batch.
 torch::Tensor test_batched_GEMM_NN(torch::Tensor a, torch::Tensor b) {
   check_gemm_inputs(a, b, /*b_transposed=*/false);
   const c10::cuda::CUDAGuard guard(a.device());
-  torch::Tensor c = torch::empty({a.size(0), a.size(1), b.size(2)}, a.options());
-  launch_gemm(a, b, c, false);
+  const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  torch::Tensor c = torch::empty({batch, M, N}, a.options());
+  if (c.numel() == 0) return c;
+  TORCH_CHECK((M + TILE - 1) / TILE <= MAX_GRID_YZ, "M=", M, " has too many row tiles");
+  const dim3 threads(TILE, TILE);
+  const dim3 blocks((N + TILE - 1) / TILE, (M + TILE - 1) / TILE, batch);
+  gemm_nn_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      a.data_ptr<float>(), b.data_ptr<float>(), c.data_ptr<float>(), M, N, K);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return c;
 }
 
 torch::Tensor test_batched_GEMM_NT(torch::Tensor a, torch::Tensor b) {
   check_gemm_inputs(a, b, /*b_transposed=*/true);
   const c10::cuda::CUDAGuard guard(a.device());
-  torch::Tensor c = torch::empty({a.size(0), a.size(1), b.size(1)}, a.options());
-  launch_gemm(a, b, c, true);
+  const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(1);
+  torch::Tensor c = torch::empty({batch, M, N}, a.options());
+  if (c.numel() == 0) return c;
+  TORCH_CHECK((M + TILE - 1) / TILE <= MAX_GRID_YZ, "M=", M, " has too many row tiles");
+  const dim3 threads(TILE, TILE);
+  const dim3 blocks((N + TILE - 1) / TILE, (M + TILE - 1) / TILE, batch);
+  gemm_nt_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      a.data_ptr<float>(), b.data_ptr<float>(), c.data_ptr<float>(), M, N, K);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return c;
 }
 
@@ -303,22 +286,49 @@ torch::Tensor custom_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v
   const int64_t head_dim = check_attention_inputs(q, k, v, num_heads);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), S = q.size(1);
-  TORCH_CHECK(B * num_heads <= MAX_GRID_YZ, "batch*heads=", B * num_heads, " is larger than ",
-              MAX_GRID_YZ, " (it is the grid's z dimension)");
+  TORCH_CHECK(B * num_heads <= MAX_GRID_YZ, "batch*heads=", B * num_heads,
+              " is larger than 65535 (it is the grid's z dimension)");
   if (q.numel() == 0) return torch::empty_like(q);
   torch::Tensor qh = split_heads(q, num_heads);  // [BH, S, d]
   torch::Tensor kh = split_heads(k, num_heads);
   torch::Tensor vh = split_heads(v, num_heads);
   const int64_t BH = qh.size(0);
 
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  const dim3 gemm_threads(TILE, TILE);
+  TORCH_CHECK((S + TILE - 1) / TILE <= MAX_GRID_YZ, "seq_len=", S, " has too many row tiles");
+
+  // 1. scores = Q K^T: [BH, S, d] x [BH, S, d]^T -> [BH, S, S]
   torch::Tensor scores = torch::empty({BH, S, S}, q.options());
-  launch_gemm(qh, kh, scores, /*b_transposed=*/true);  // scores = Q K^T
-  launch_scale_and_causal_mask(scores, static_cast<float>(1.0 / std::sqrt(double(head_dim))),
-                               causal);
+  const dim3 score_blocks((S + TILE - 1) / TILE, (S + TILE - 1) / TILE, BH);
+  gemm_nt_kernel<<<score_blocks, gemm_threads, 0, stream>>>(
+      qh.data_ptr<float>(), kh.data_ptr<float>(), scores.data_ptr<float>(), S, S, head_dim);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // 2. scores *= 1/sqrt(head_dim); future keys -> -inf when causal
+  const int64_t total = scores.numel();
+  const int mask_threads = 256;
+  const int64_t mask_blocks = std::min<int64_t>((total + mask_threads - 1) / mask_threads, 1 << 20);
+  scale_and_causal_mask<<<mask_blocks, mask_threads, 0, stream>>>(
+      scores.data_ptr<float>(), BH, S, S, scale, causal);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // 3. probs = softmax over each row of keys: BH*S rows of length S, one block per row
   torch::Tensor probs = torch::empty_like(scores);
-  launch_softmax_rows(scores, probs, BH * S, S);  // softmax over the keys
+  int threads = 32;
+  while (threads < S && threads < 1024) threads *= 2;
+  batched_softmax_kernel<<<static_cast<unsigned>(BH * S), threads, threads * sizeof(float),
+                           stream>>>(scores.data_ptr<float>(), probs.data_ptr<float>(), S);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // 4. out = P V: [BH, S, S] x [BH, S, d] -> [BH, S, d]
   torch::Tensor out = torch::empty_like(qh);
-  launch_gemm(probs, vh, out, /*b_transposed=*/false);  // out = P V
+  const dim3 out_blocks((head_dim + TILE - 1) / TILE, (S + TILE - 1) / TILE, BH);
+  gemm_nn_kernel<<<out_blocks, gemm_threads, 0, stream>>>(
+      probs.data_ptr<float>(), vh.data_ptr<float>(), out.data_ptr<float>(), S, head_dim, S);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
   return merge_heads(out, B, num_heads);
 }
 

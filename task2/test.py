@@ -1,0 +1,258 @@
+"""Task 2 tests: the softmax and GEMM kernels, then attention built from them.
+
+Run ``python -m task2.test`` (after ``python -m task2.compile``), or one step at
+a time: ``--softmax``, ``--gemm``, ``--attention``. Every case draws fresh random
+inputs and compares your float32 result with a float64 reference: it may be at
+most a few times as far from it as PyTorch's own float32 computation of the same
+thing (harness/compare.py explains the rule, and a failure says where the worst
+element is and what bug usually causes that pattern).
+
+* softmax: rows from 1 to 4097 long, along the last and the second-to-last
+  dimension, and scores in the thousands (exp overflows unless the row maximum
+  is subtracted first);
+* GEMMs: sizes that are not multiples of the tile (1, 7, 17, 1000);
+* attention (``custom_attention``): sequence lengths 1, 7, 64, 127, 128, 129,
+  1000 and more, head_dim 16 to 128 (and odd ones), causal and not, computed by
+  your kernels only (no PyTorch matmul or softmax inside);
+* the ``CustomSelfAttention`` module against float64 and ``nn.MultiheadAttention``.
+
+All tests need a CUDA GPU; without one they are skipped, with the reason shown.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import reference
+from harness.checks import MODULE_DIMS, check_attention_module
+from harness.compare import assert_close, strict_float32
+from harness.device import requires_cuda
+from harness.impl import load_module
+from harness.inputs import randn
+from harness.integrity import assert_own_kernel
+
+pytestmark = [requires_cuda, pytest.mark.gpu]
+
+DEVICE = "cuda"
+
+
+def _attention_module():
+    return load_module("task2.attention")
+
+
+def _ext():
+    return _attention_module().extension()
+
+
+def _poison(nbytes: int) -> None:
+    """Leave NaN in the allocator's free memory, so an output the kernel never writes fails."""
+    torch.empty(max(nbytes // 4, 1) + 1024, device=DEVICE).fill_(float("nan"))
+
+
+# ---------------------------------------------------------------- step 1: softmax
+# (shape, dim, std of the inputs)
+SOFTMAX_CASES = [
+    ((1, 1), -1, 1.0),
+    ((1, 7), -1, 1.0),
+    ((3, 17), -1, 1.0),
+    ((5, 1000), -1, 1.0),
+    ((2, 3, 1000), -1, 1.0),
+    ((4, 1024), -1, 1.0),
+    ((2, 1025), -1, 1.0),
+    ((2, 4097), -1, 1.0),
+    ((2, 1000, 3), -2, 1.0),
+    ((7, 33, 5), -2, 1.0),
+    ((3, 1000), -1, 1000.0),  # exp(1000) overflows: the row maximum must come off first
+    ((2, 129, 65), -2, 500.0),
+    ((8, 1), -1, 1000.0),
+]
+
+
+def _softmax_id(case):
+    shape, dim, std = case
+    return f"{'x'.join(map(str, shape))}-dim{dim}" + ("-large" if std > 1 else "")
+
+
+@pytest.mark.parametrize("case", SOFTMAX_CASES, ids=_softmax_id)
+def test_softmax(case, record):
+    shape, dim, std = case
+    x = randn(*shape, tag=f"task2/softmax/{_softmax_id(case)}", device=DEVICE, std=std)
+    _poison(x.numel() * 4)
+    out = _ext().test_batched_softmax(x, dim)
+    names = ["row"] * x.dim()
+    names[dim] = "col"  # the axis the softmax runs along
+    report = assert_close(
+        out, reference.softmax(x, dim), reference.softmax(x, dim, dtype=torch.float32),
+        what="test_batched_softmax", dims=names, context=dict(shape=shape, dim=dim, std=std),
+    )
+    record("error", **report.as_dict())
+
+
+# ---------------------------------------------------------------- step 2: GEMMs
+# (batch, M, K, N): none of 1, 7, 17, 1000 is a multiple of a 16 or 32 tile.
+GEMM_CASES = [
+    (1, 1, 1, 1),
+    (2, 7, 17, 1000),
+    (3, 1000, 7, 17),
+    (1, 17, 1000, 7),
+    (2, 1000, 17, 1),
+    (4, 64, 64, 64),
+    (2, 129, 33, 127),
+    (1, 1000, 1000, 1000),
+]
+
+
+def _gemm_id(case):
+    return "b{}-M{}-K{}-N{}".format(*case)
+
+
+def _gemm_check(kind: str, case, record):
+    bsz, m, k, n = case
+    tag = f"task2/gemm_{kind}/{_gemm_id(case)}"
+    a = randn(bsz, m, k, tag=f"{tag}/a", device=DEVICE)
+    b = randn(bsz, *((k, n) if kind == "nn" else (n, k)), tag=f"{tag}/b", device=DEVICE)
+    _poison(bsz * m * n * 4)
+    if kind == "nn":
+        out = _ext().test_batched_GEMM_NN(a, b)
+        ref_fn = reference.gemm_nn
+    else:
+        out = _ext().test_batched_GEMM_NT(a, b)
+        ref_fn = reference.gemm_nt
+    with strict_float32():
+        t32 = ref_fn(a, b, dtype=torch.float32)
+    report = assert_close(
+        out, ref_fn(a, b), t32, what=f"test_batched_GEMM_{kind.upper()}",
+        dims=("batch", "row", "col"), context=dict(batch=bsz, M=m, K=k, N=n),
+    )
+    record("error", **report.as_dict())
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=_gemm_id)
+def test_gemm_nn(case, record):
+    _gemm_check("nn", case, record)
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=_gemm_id)
+def test_gemm_nt(case, record):
+    _gemm_check("nt", case, record)
+
+
+# ---------------------------------------------------------------- step 3: attention
+# (batch, seq_len, num_heads, head_dim). Lengths around the tile sizes (127-129),
+# one token, a long odd one; head_dim 16..128 and two that are not powers of two.
+ATTENTION_CASES = [
+    (b, s, 2, d)
+    for s in (1, 7, 64, 127, 128, 129, 1000)
+    for d in (16, 32, 64, 128)
+    for b in ((2,) if s < 1000 else (1,))
+] + [
+    (3, 200, 3, 80),
+    (2, 77, 5, 3),
+    (1, 2049, 4, 64),
+]
+
+
+def _attn_id(case):
+    return "B{}-S{}-heads{}-d{}".format(*case)
+
+
+def attention_problem(case, tag: str):
+    """q, k, v [B, S, heads*head_dim] and the float64 / PyTorch-float32 results."""
+    b, s, heads, d = case
+    q, k, v = (randn(b, s, heads * d, tag=f"{tag}/{n}", device=DEVICE) for n in "qkv")
+    return q, k, v
+
+
+def attention_references(q, k, v, heads: int, causal: bool):
+    qh, kh, vh = (reference.split_heads(t, heads) for t in (q, k, v))
+    ref = reference.merge_heads(reference.attention(qh, kh, vh, causal))
+    with strict_float32():
+        t32 = reference.merge_heads(reference.attention(qh, kh, vh, causal, dtype=torch.float32))
+    return ref, t32
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=_attn_id)
+def test_attention_core(case, causal, record):
+    b, s, heads, d = case
+    q, k, v = attention_problem(case, f"task2/attention/{_attn_id(case)}")
+    _poison(q.numel() * 4)
+    out = assert_own_kernel(
+        _ext().custom_attention, q, k, v, heads, causal, what="custom_attention"
+    )
+    ref, t32 = attention_references(q, k, v, heads, causal)
+    report = assert_close(
+        out, ref, t32, what="custom_attention", dims=MODULE_DIMS,
+        context=dict(B=b, S=s, heads=heads, head_dim=d, causal=causal),
+    )
+    record("error", **report.as_dict())
+
+
+# (batch, seq_len, hidden, num_heads)
+MODULE_SHAPES = [
+    (1, 1, 64, 2),
+    (2, 7, 64, 4),
+    (2, 129, 256, 2),
+    (3, 64, 512, 8),
+    (1, 300, 96, 3),
+]
+
+
+def _module_id(shape):
+    return "B{}-S{}-H{}-heads{}".format(*shape)
+
+
+def _module(*args):
+    return _attention_module().CustomSelfAttention(*args)
+
+
+@pytest.mark.parametrize("against", ["float64", "nn.MultiheadAttention"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", MODULE_SHAPES, ids=_module_id)
+def test_module(shape, causal, against, record):
+    b, s, h, n = shape
+    report = check_attention_module(
+        _module, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal, device=DEVICE,
+        tag=f"task2/module/{_module_id(shape)}/{causal}", against=against,
+        what="CustomSelfAttention",
+    )
+    record("error", **report.as_dict())
+
+
+# ---------------------------------------------------------------- input checks (provided code)
+def test_rejects_bad_inputs(record):
+    """Wrong dtype, device, layout or head size must raise, never compute something."""
+    ext = _ext()
+    q = torch.randn(1, 8, 256, device=DEVICE)
+    bad = {
+        "float64": ((q.double(),) * 3, 2),
+        "cpu": ((q.cpu(),) * 3, 2),
+        "non-contiguous": ((torch.randn(2, 8, 256, device=DEVICE).transpose(0, 1),) * 3, 2),
+        "head_dim > 128": ((q,) * 3, 1),
+        "heads do not divide hidden": ((q,) * 3, 3),
+        "shapes differ": ((q, q[:, :4].contiguous(), q), 2),
+    }
+    for what, (tensors, heads) in bad.items():
+        with pytest.raises((RuntimeError, ValueError, TypeError)):
+            ext.custom_attention(*tensors, heads, False)
+    with pytest.raises((RuntimeError, ValueError)):
+        ext.test_batched_GEMM_NN(torch.randn(2, 3, 4, device=DEVICE), torch.randn(2, 5, 6, device=DEVICE))
+    with pytest.raises((RuntimeError, ValueError)):
+        ext.test_batched_softmax(q, 3)
+    record("input_checks", passed=True, cases=list(bad))
+
+
+if __name__ == "__main__":
+    from harness.testmain import main
+
+    raise SystemExit(
+        main(
+            __file__,
+            "Task 2: attention from separate CUDA kernels (softmax, GEMMs).",
+            selectors={
+                "softmax": "softmax",
+                "gemm": "gemm",
+                "attention": "attention_core or module",
+            },
+        )
+    )

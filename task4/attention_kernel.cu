@@ -1,0 +1,188 @@
+// Task 4: FlashAttention forward as ONE fused CUDA kernel (the file you edit).
+//
+//   O = softmax(Q K^T * scale  [+ causal mask]) V        (per batch item and head)
+//
+// Translate your Task 3 tiles into CUDA: each thread block takes B_r query rows
+// of one head, keeps them in shared memory, and walks over the keys and values
+// in tiles of B_c rows, keeping a running maximum m, a running sum l and a
+// running output o for each of its rows. The S x S score matrix is never
+// stored. Follow the TODOs (README, Task 4), build with `python -m task4.compile`
+// and test with `python -m task4.test` (`--no-perf` skips the timings).
+//
+// The parts marked "provided" are given. The host function custom_flash_attention
+// at the bottom is yours to change too: the tile sizes B_r and B_c (and the
+// threads per block) are the tuning knobs of this task.
+
+#include <torch/extension.h>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+// ============================================================================
+// Provided: input checks, layout helpers, shared-memory set-up
+// ============================================================================
+
+// The largest head_dim this kernel supports (the shared-memory tiles are sized for it).
+constexpr int MAX_HEAD_DIM = 128;
+
+// Checks every input and returns head_dim. A wrong input gets a clear Python
+// exception here instead of a wrong answer or a crash inside the kernel.
+static int64_t check_attention_inputs(const torch::Tensor& q, const torch::Tensor& k,
+                                      const torch::Tensor& v, int64_t num_heads) {
+  const torch::Tensor* named[3] = {&q, &k, &v};
+  const char* names[3] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i) {
+    const torch::Tensor& t = *named[i];
+    TORCH_CHECK(t.is_cuda(), names[i], " must be a CUDA tensor, got one on ", t.device());
+    TORCH_CHECK(t.scalar_type() == torch::kFloat32, names[i], " must be float32, got ",
+                t.scalar_type());
+    TORCH_CHECK(t.dim() == 3, names[i], " must have shape [batch, seq_len, hidden_dim], got ",
+                t.sizes());
+    TORCH_CHECK(t.is_contiguous(), names[i],
+                " must be contiguous (call .contiguous() on it first)");
+    TORCH_CHECK(t.sizes() == q.sizes(), names[i], " has shape ", t.sizes(), " but q has ",
+                q.sizes(), ": q, k and v must have the same shape");
+    TORCH_CHECK(t.device() == q.device(), names[i], " is on ", t.device(), " but q is on ",
+                q.device());
+  }
+  const int64_t hidden = q.size(2);
+  TORCH_CHECK(num_heads > 0 && hidden % num_heads == 0, "hidden_dim=", hidden,
+              " must be a positive multiple of num_heads=", num_heads);
+  const int64_t head_dim = hidden / num_heads;
+  TORCH_CHECK(head_dim <= MAX_HEAD_DIM, "head_dim=", head_dim, " (hidden_dim ", hidden, " / ",
+              num_heads, " heads) is larger than the supported maximum ",
+              static_cast<int64_t>(MAX_HEAD_DIM));
+  return head_dim;
+}
+
+// [B, S, heads*head_dim] -> contiguous [B*heads, S, padded_dim] (zero-padded columns).
+static torch::Tensor split_heads(const torch::Tensor& x, int64_t num_heads, int64_t padded_dim) {
+  const int64_t B = x.size(0), S = x.size(1), d = x.size(2) / num_heads;
+  torch::Tensor t = x.view({B, S, num_heads, d}).permute({0, 2, 1, 3});
+  if (padded_dim != d) t = torch::constant_pad_nd(t, {0, padded_dim - d}, 0.0);
+  return t.contiguous().view({B * num_heads, S, padded_dim});
+}
+
+// [B*heads, S, padded_dim] -> [B, S, heads*head_dim] (drops the padding).
+static torch::Tensor merge_heads(const torch::Tensor& o, int64_t B, int64_t num_heads,
+                                 int64_t head_dim) {
+  const int64_t S = o.size(1);
+  torch::Tensor t = o.view({B, num_heads, S, o.size(2)});
+  if (o.size(2) != head_dim) t = t.narrow(3, 0, head_dim);
+  return t.permute({0, 2, 1, 3}).contiguous().view({B, S, num_heads * head_dim});
+}
+
+// A kernel may use more than 48 KB of dynamic shared memory only after this call.
+// Bigger tiles (B_r, B_c) need more: this gives a clear error when they no longer fit.
+static void allow_dynamic_shared_memory(const void* kernel, size_t bytes) {
+  int device = 0, limit = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  TORCH_CHECK(bytes <= static_cast<size_t>(limit), "the tiles need ", bytes,
+              " bytes of shared memory per block, but this GPU allows at most ", limit,
+              ": choose smaller tile sizes (B_r, B_c)");
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(bytes)));
+}
+
+// ============================================================================
+// Your kernel
+// ============================================================================
+
+// Tile sizes: your tuning knobs (README, Task 4). Shared memory grows with them;
+// allow_dynamic_shared_memory() raises the 48 KB default and tells you when a
+// choice no longer fits. Start with 32 x 32, then measure larger ones.
+constexpr int B_r = 32;       // query rows per block
+constexpr int B_c = 32;       // key/value rows per step
+constexpr int THREADS = B_r;  // threads per block (one per query row, to start with)
+
+// Q, K, V, O: [batch*heads, seq_len, head_dim], contiguous (one matrix per head).
+// Grid: blockIdx.x = query tile, blockIdx.y = batch*head (see the host code below).
+__global__ void flash_attention_kernel(const float* __restrict__ Q, const float* __restrict__ K,
+                                       const float* __restrict__ V, float* __restrict__ O,
+                                       int seq_len, int head_dim, float scale, bool causal) {
+  // Shared memory reserved by the host code (dynamic: head_dim is known only at run time).
+  extern __shared__ __align__(16) float smem[];
+  float* Q_tile = smem;                     // [B_r][head_dim]  this block's queries
+  float* K_tile = Q_tile + B_r * head_dim;  // [B_c][head_dim]  current key tile
+  float* V_tile = K_tile + B_c * head_dim;  // [B_c][head_dim]  current value tile
+  float* S_tile = V_tile + B_c * head_dim;  // [B_r][B_c]       scores, then probabilities
+
+  const int bh = blockIdx.y;        // which (batch, head) matrix
+  const int q0 = blockIdx.x * B_r;  // first query row of this block
+  const size_t head_offset = static_cast<size_t>(bh) * seq_len * head_dim;
+  Q += head_offset;
+  K += head_offset;
+  V += head_offset;
+  O += head_offset;
+  (void)Q_tile, (void)K_tile, (void)V_tile, (void)S_tile, (void)q0;  // (remove once used)
+
+  // TODO step 1: copy the query tile (rows q0 .. q0 + B_r - 1) into Q_tile. Rows
+  //   at or past seq_len do not exist: store zeros for them. __syncthreads().
+  //
+  // TODO step 2: for each of your query rows, start a running maximum m = -INFINITY,
+  //   a running sum l = 0 and an output row o = 0 (head_dim values; with one thread
+  //   per row, a register array `float o[MAX_HEAD_DIM]` works).
+  //
+  // TODO step 3: loop over the key tiles k0 = 0, B_c, 2*B_c, ... With causal = true
+  //   a query row i may see keys 0..i only, so tiles that start after the block's
+  //   last query row are skipped entirely. For each tile:
+  //   a. copy K and V rows k0 .. k0 + B_c - 1 into K_tile, V_tile (zeros past
+  //      seq_len), then __syncthreads();
+  //   b. S_tile = Q_tile K_tile^T * scale; set a score to -INFINITY where the key is
+  //      at or past seq_len, or (causal) where the key comes after the query;
+  //   c. online softmax, per row (Task 3, lines 9-10 of Algorithm 1):
+  //        m_new = max(m, max_j S_ij)
+  //        P_ij  = exp(S_ij - m_new)
+  //        l     = exp(m - m_new) * l + sum_j P_ij
+  //        o     = exp(m - m_new) * o + sum_j P_ij V_j
+  //        m     = m_new
+  //      Careful: while a row has seen only masked keys, m_new is -inf and
+  //      exp(-inf - (-inf)) is NaN.
+  //   d. __syncthreads() before the next tile overwrites K_tile and V_tile.
+  //
+  // TODO step 4: write o / l to O for the rows that exist (q0 + r < seq_len).
+}
+
+// ============================================================================
+// Host side: checks, layout, launch. Yours to tune (tile sizes, threads, grid).
+// ============================================================================
+torch::Tensor custom_flash_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                     int64_t num_heads, bool causal) {
+  // Delete the next line once flash_attention_kernel is written.
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "not implemented yet: the fused FlashAttention kernel (README, Task 4)");
+  const int64_t head_dim = check_attention_inputs(q, k, v, num_heads);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const int64_t B = q.size(0), S = q.size(1);
+  if (q.numel() == 0) return torch::empty_like(q);
+
+  // [B, S, heads*head_dim] -> [B*heads, S, head_dim]: one contiguous matrix per head.
+  torch::Tensor qh = split_heads(q, num_heads, head_dim);
+  torch::Tensor kh = split_heads(k, num_heads, head_dim);
+  torch::Tensor vh = split_heads(v, num_heads, head_dim);
+  torch::Tensor oh = torch::empty_like(qh);
+
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const size_t smem_bytes = sizeof(float) * (B_r * head_dim + 2 * B_c * head_dim + B_r * B_c);
+  allow_dynamic_shared_memory(reinterpret_cast<const void*>(flash_attention_kernel), smem_bytes);
+
+  const int64_t n_qtiles = (S + B_r - 1) / B_r;
+  TORCH_CHECK(qh.size(0) <= 65535, "batch*heads=", qh.size(0),
+              " is larger than 65535 (the grid's y dimension)");
+  const dim3 grid(static_cast<unsigned>(n_qtiles), static_cast<unsigned>(qh.size(0)));
+  flash_attention_kernel<<<grid, THREADS, smem_bytes, at::cuda::getCurrentCUDAStream()>>>(
+      qh.data_ptr<float>(), kh.data_ptr<float>(), vh.data_ptr<float>(), oh.data_ptr<float>(),
+      static_cast<int>(S), static_cast<int>(head_dim), scale, causal);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return merge_heads(oh, B, num_heads, head_dim);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("custom_flash_attention", &custom_flash_attention,
+        "Fused FlashAttention forward: q, k, v [B, S, heads*head_dim] float32 (CUDA)",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("num_heads"), py::arg("causal") = false);
+}
