@@ -3,8 +3,14 @@
 # extension entry point against float64 over a grid of awkward shapes, then time
 # tile-size variants of the Task 4 kernel against PyTorch's float32 SDPA.
 #
-#   bash scripts/gpu_check_task2_task4.sh                # check + benchmark variants
-#   STAGE=pytest bash scripts/gpu_check_task2_task4.sh   # the task tests + the benchmark
+#   bash scripts/gpu_check_task2_task4.sh        # STAGES="sweep tests variants"
+#   STAGES="tests perf bench" bash scripts/gpu_check_task2_task4.sh
+#
+# Stages: sweep    all four extension entry points against float64 (odd shapes)
+#         tests    pytest task2/test.py task4/test.py without the timed tests
+#         perf     pytest with the timed tests only (task 4)
+#         variants tile-size variants of the task-4 kernel against SDPA (B=64, S=4096)
+#         bench    bench/flash_attention.py on the reference solution's default build
 #
 # Run from the repository root. Logs go to $OUT (default /tmp/gpu_check): build.log,
 # correctness.log, pytest.log, bench.log, bench.json (few files: the device tool returns at most 8).
@@ -16,8 +22,9 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1 ATTN_KIT_CUDA_ARCH=${ATTN_KIT_CUDA_ARCH:-
 export ATTN_KIT_IMPL=solutions ATTN_KIT_BUILD_DIR=${ATTN_KIT_BUILD_DIR:-/tmp/attn_build}
 export ATTN_KIT_PTXAS_VERBOSE=1
 PY=${PY:-python3}
-STAGE=${STAGE:-check}
-FA_VARIANTS=${FA_VARIANTS:-"64,64,128,8 128,64,256,8 64,32,128,8 64,64,256,4 128,32,256,8 32,64,128,4"}
+STAGES=" ${STAGES:-sweep tests variants} "
+has() { [[ "$STAGES" == *" $1 "* ]]; }
+FA_VARIANTS=${FA_VARIANTS:-"128,64,256,8,0 128,64,256,8,1 64,64,128,8,0 64,64,128,8,1 64,64,256,4,1 128,32,256,8,1"}
 BENCH_ARGS=${BENCH_ARGS:-}
 
 { nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv
@@ -27,9 +34,9 @@ LOGS=$(mktemp -d)
 
 t0=$(date +%s)
 echo "== building (solutions, sm_$ATTN_KIT_CUDA_ARCH) and the benchmark variants in parallel"
-$PY -m task2.compile > "$LOGS/task2.log" 2>&1 & p2=$!
-$PY -m task4.compile > "$LOGS/task4.log" 2>&1 & p4=$!
-if [ "$STAGE" = check ]; then
+$PY -m task2.compile -v > "$LOGS/task2.log" 2>&1 & p2=$!
+$PY -m task4.compile -v > "$LOGS/task4.log" 2>&1 & p4=$!
+if has variants; then
   # shellcheck disable=SC2086
   for spec in $FA_VARIANTS; do $PY bench/flash_attention.py --build-only "$spec" > "$LOGS/variant_${spec//,/_}.log" 2>&1 & done
 fi
@@ -39,9 +46,27 @@ for f in "$LOGS"/*.log; do echo "----- $(basename "$f")"; cat "$f"; done >> "$OU
 grep -E "^-----|Compiling entry|registers|spill| error" "$OUT/build.log" | grep -v "^ptxas info    : Compiling entry.*sm_80" | head -60
 if [ $r2 -ne 0 ] || [ $r4 -ne 0 ]; then tail -50 "$LOGS/task2.log" "$LOGS/task4.log"; fi
 
-if [ "$STAGE" = check ]; then
+if has sweep; then
+echo "== bad inputs, one process per extension (faulthandler: a crash shows where)"
+for fn in "custom_self_attention:custom_attention" "custom_flash_attention:custom_flash_attention"; do
+  $PY -X faulthandler -c "
+import torch
+from harness.build import load_extension
+fn = getattr(load_extension('${fn%%:*}'), '${fn##*:}')
+q = torch.randn(1, 8, 256, device='cuda')
+cases = {'float64': (q.double(), 2), 'cpu': (q.cpu(), 2),
+         'non-contiguous': (torch.randn(2, 8, 256, device='cuda').transpose(0, 1), 2),
+         'head_dim 256': (q, 1), 'heads do not divide': (q, 3)}
+for name, (x, heads) in cases.items():
+    print('${fn##*:}', name, '...', end=' ', flush=True)
+    try:
+        fn(x, x, x, heads, False); print('ACCEPTED (bug)')
+    except RuntimeError as e:
+        print('rejected:', str(e).splitlines()[0][:90], flush=True)
+" 2>&1 | tail -15
+done | tee "$OUT/correctness.log"
 echo "== correctness sweep against float64"
-$PY - <<'EOF' 2>&1 | tee "$OUT/correctness.log"
+$PY -X faulthandler - <<'EOF' 2>&1 | tee -a "$OUT/correctness.log"
 import math, itertools, traceback
 import torch
 from harness import reference as R
@@ -104,17 +129,6 @@ with strict_float32():
             except Exception as e:
                 failures.append(f"{name} {bsz,s,heads,d,causal}: {e}"); print("EXC", name, e); continue
             record(name, out, ref64, t32, B=bsz, S=s, heads=heads, d=d, causal=causal)
-    # input errors must be exceptions, not crashes
-    q = torch.randn(1, 8, 256, device=dev)
-    bad = {"float64": (q.double(), 2), "cpu": (q.cpu(), 2),
-           "noncontig": (torch.randn(2, 8, 256, device=dev).transpose(0, 1), 2),
-           "head_dim_256": (q, 1), "heads_not_dividing": (q, 3)}
-    for name, (x, heads) in bad.items():
-        for ext_name, fn in (("task4", t4.custom_flash_attention), ("task2", t2.custom_attention)):
-            try:
-                fn(x, x, x, heads, False); failures.append(f"{ext_name} accepted bad input {name}")
-            except RuntimeError as e:
-                print(f"ok: {ext_name} rejects {name}: {str(e).splitlines()[0][:100]}")
     torch.cuda.synchronize()
 
 worst = {}
@@ -130,17 +144,22 @@ print(f"{len(rows)} checks, {len(failures)} failures")
 EOF
 fi
 
-if [ "$STAGE" = pytest ]; then
-  echo "== task tests (reference solutions)"
-  $PY -m pytest task2/test.py task4/test.py -q -rfEs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log"
+if has tests; then
+  echo "== task tests (reference solutions), correctness only"
+  $PY -m pytest task2/test.py task4/test.py -q -rfEs -m "not perf" 2>&1 | tail -40 | tee "$OUT/pytest.log"
 fi
-
-echo "== benchmark against SDPA float32"
-if [ "$STAGE" = check ]; then
+if has perf; then
+  echo "== task 4 timed tests (reference solution)"
+  $PY -m pytest task4/test.py -q -rfEs -m perf 2>&1 | tail -40 | tee -a "$OUT/pytest.log"
+fi
+if has variants; then
+  echo "== tile-size variants against SDPA float32"
   # shellcheck disable=SC2086
-  $PY bench/flash_attention.py --variants $FA_VARIANTS --reps 3 --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
-else
+  $PY bench/flash_attention.py --variants $FA_VARIANTS --reps 3 --json "$OUT/variants.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+fi
+if has bench; then
+  echo "== benchmark of the reference solution against SDPA float32"
   # shellcheck disable=SC2086
-  $PY bench/flash_attention.py --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  $PY bench/flash_attention.py --json "$OUT/bench.json" $BENCH_ARGS 2>&1 | tee -a "$OUT/bench.log"
 fi
 echo "total $(( $(date +%s) - t0 )) s"

@@ -107,19 +107,19 @@ __global__ void flash_attention_kernel(const float* __restrict__ Q, const float*
                                        int seq_len, int head_dim, float scale, bool causal) {
   // Shared memory reserved by the host code (dynamic: head_dim is known only at run time).
   extern __shared__ __align__(16) float smem[];
-  float* Q_tile = smem;                     // [B_r][head_dim]  this block's queries
-  float* K_tile = Q_tile + B_r * head_dim;  // [B_c][head_dim]  current key tile
-  float* V_tile = K_tile + B_c * head_dim;  // [B_c][head_dim]  current value tile
-  float* S_tile = V_tile + B_c * head_dim;  // [B_r][B_c]       scores, then probabilities
+  // ([[maybe_unused]] only silences the compiler until your code uses them.)
+  [[maybe_unused]] float* Q_tile = smem;                     // [B_r][head_dim]  this block's queries
+  [[maybe_unused]] float* K_tile = Q_tile + B_r * head_dim;  // [B_c][head_dim]  current key tile
+  [[maybe_unused]] float* V_tile = K_tile + B_c * head_dim;  // [B_c][head_dim]  current value tile
+  [[maybe_unused]] float* S_tile = V_tile + B_c * head_dim;  // [B_r][B_c]       scores, then probabilities
 
-  const int bh = blockIdx.y;        // which (batch, head) matrix
-  const int q0 = blockIdx.x * B_r;  // first query row of this block
+  const int bh = blockIdx.y;                         // which (batch, head) matrix
+  [[maybe_unused]] const int q0 = blockIdx.x * B_r;  // first query row of this block
   const size_t head_offset = static_cast<size_t>(bh) * seq_len * head_dim;
   Q += head_offset;
   K += head_offset;
   V += head_offset;
   O += head_offset;
-  (void)Q_tile, (void)K_tile, (void)V_tile, (void)S_tile, (void)q0;  // (remove once used)
 
   // TODO step 1: copy the query tile (rows q0 .. q0 + B_r - 1) into Q_tile. Rows
   //   at or past seq_len do not exist: store zeros for them. __syncthreads().
