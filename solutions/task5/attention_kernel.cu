@@ -103,6 +103,7 @@ struct DecodeShape {
 };
 
 constexpr int kDecodeWarps = 4;  // 128 threads per block
+constexpr int kMaxSplits = 4096;  // bounds the merge kernel's shared memory (16 KB)
 
 __device__ __forceinline__ float dot4(const float4 a, const float4 b) {
   return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
@@ -285,7 +286,7 @@ decode_split_kernel(const float* __restrict__ q, int64_t q_sb,           // q[b*
     part_lse[pair * num_splits + split] = (L > 0.f) ? M + log2f(L) : -INFINITY;
 }
 
-// grid = (num_heads, B); block = min(D, 128) threads; dynamic shared memory:
+// grid = (num_heads, B); block = max(32, min(D, 128)) threads; dynamic shared memory:
 // num_splits floats. Combines the partial outputs of one (sequence, head).
 __global__ void decode_merge_kernel(const float* __restrict__ part_out,
                                     const float* __restrict__ part_lse, float* __restrict__ out,
@@ -367,7 +368,7 @@ void launch_decode(const torch::Tensor& q, const torch::Tensor& k, const torch::
   using S = DecodeShape<D>;
   const int pairs = B * num_heads;
   if (num_splits <= 0) num_splits = choose_num_splits<D>(pairs, seq_len);
-  num_splits = std::min(num_splits, seq_len);
+  num_splits = std::min({num_splits, seq_len, kMaxSplits});
   // Chunk length: a multiple of the block's keys per iteration, so only the
   // last chunk of a pair has a ragged end. Recompute the count from it.
   const int step = kDecodeWarps * S::GROUPS * S::KPI;
@@ -390,7 +391,8 @@ void launch_decode(const torch::Tensor& q, const torch::Tensor& k, const torch::
       num_splits > 1 ? part_lse.data_ptr<float>() : nullptr);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (num_splits > 1) {
-    const int threads = std::min(D, 128);
+    // At least one full warp: the merge kernel reduces with full-warp shuffles.
+    const int threads = std::max(32, std::min(D, 128));
     decode_merge_kernel<<<dim3(num_heads, B), threads, num_splits * sizeof(float), stream>>>(
         part_out.data_ptr<float>(), part_lse.data_ptr<float>(), out.data_ptr<float>(), num_splits,
         D);
