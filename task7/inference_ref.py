@@ -1,0 +1,54 @@
+"""``python -m task7.inference_ref``: GPT-2 generating text with transformers' own attention.
+
+The reference for task 7: the same model, prompts and options as
+``python -m task7.inference``, but attention is transformers' default ("sdpa")
+with its default dynamic KV cache. It prints the generated text and the
+prefill and decode tokens/s; it runs on a GPU, or (slowly) on the CPU.
+The verdict comparing it with your kernels is ``python -m task7.inference``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from . import common
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m task7.inference_ref", description=__doc__.split("\n\n")[0])
+    common.add_arguments(parser)
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model, tokenizer, what = common.load(args.model, attn_implementation=common.REFERENCE_ATTENTION, device=device)
+        cases = common.parse_cases(args, model, tokenizer)
+    except common.ModelNotFound as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"model: {what}")
+    print(f"attention: transformers' '{common.REFERENCE_ATTENTION}' with its dynamic KV cache, on {device}")
+    sample = common.sample_options(args)
+    mode = f"sampled (temperature {args.temperature}, top-k {args.top_k}, seed {args.seed})" if sample else "greedy"
+    print(f"generation: model.generate(), {args.new_tokens} new tokens, {mode}\n")
+    common.generate(model, common.make_prompts(tokenizer, 8, 1, prompt=args.prompt).to(device), 2)  # warm-up
+    rows = []
+    for length, batch in cases:
+        prompt = common.make_prompts(tokenizer, length, batch, prompt=args.prompt).to(device)
+        gen = common.generate(model, prompt, args.new_tokens, sample=sample, seed=args.seed)
+        label = f"{common.describe_prompt_len(length)}, batch {batch}"
+        rows.append((label, prompt.shape[1], gen))
+        print(f"--- {label} (prompt {prompt.shape[1]} tokens; sequence 0 of {batch}):")
+        print(common.text_block(tokenizer, prompt[0], gen.tokens[0], full_prompt=length == "short"))
+        print()
+    print(f"{'case':<40} {'prefill tokens/s':>17} {'decode tokens/s':>16}")
+    for label, _, gen in rows:
+        print(f"{label:<40} {gen.prefill_tokens_per_s:>17,.0f} {gen.decode_tokens_per_s:>16,.0f}")
+    print("\nCompare with your kernels: python -m task7.inference")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
