@@ -74,9 +74,13 @@ exec "$PYTHON" -m grader.gradescope run-autograder --root "$ROOT"
 
 def _torch_spec() -> str:
     """torch's requirement from pyproject.toml, so setup.sh installs what the kit is tested with."""
-    text = (REPO_ROOT / "pyproject.toml").read_text()
-    match = re.search(r'"(torch[^"]*)"', text)
-    return "'" + (match.group(1) if match else "torch") + "'"
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next((d for d in deps if re.match(r"torch\b", d)), "torch")
+    return "'" + spec + "'"
 
 
 def bundle_files() -> list[str]:
