@@ -11,6 +11,8 @@
 #         perf     pytest with the timed tests only (task 4)
 #         variants tile-size variants of the task-4 kernel against SDPA (B=64, S=4096)
 #         bench    bench/flash_attention.py on the reference solution's default build
+#         diag     does streaming an integer into TORCH_CHECK crash an extension built here?
+#                  (the first two runs segfaulted raising such messages; see bench/NOTES.md)
 #
 # Run from the repository root. Logs go to $OUT (default /tmp/gpu_check): build.log,
 # correctness.log, pytest.log, bench.log, bench.json (few files: the device tool returns at most 8).
@@ -40,11 +42,43 @@ if has variants; then
   # shellcheck disable=SC2086
   for spec in $FA_VARIANTS; do $PY bench/flash_attention.py --build-only "$spec" > "$LOGS/variant_${spec//,/_}.log" 2>&1 & done
 fi
+if has diag; then
+  mkdir -p /tmp/diag_ext
+  $PY - > "$LOGS/diag_build.log" 2>&1 <<'EOF' &
+from torch.utils.cpp_extension import load_inline
+src = r"""
+#include <torch/extension.h>
+void int_message() { TORCH_CHECK(false, "streamed integer: ", static_cast<int64_t>(256)); }
+void string_message() { TORCH_CHECK(false, std::string("to_string integer: ") + std::to_string(256)); }
+"""
+load_inline("diag_torch_check", cpp_sources=src, functions=["int_message", "string_message"],
+            build_directory="/tmp/diag_ext", verbose=True)
+print("diag extension built")
+EOF
+fi
 wait $p2; r2=$?; wait $p4; r4=$?; wait
 echo "task2 build rc=$r2, task4 build rc=$r4 ($(( $(date +%s) - t0 )) s)"
 for f in "$LOGS"/*.log; do echo "----- $(basename "$f")"; cat "$f"; done >> "$OUT/build.log"
 grep -E "^-----|Compiling entry|registers|spill| error" "$OUT/build.log" | grep -v "^ptxas info    : Compiling entry.*sm_80" | head -60
 if [ $r2 -ne 0 ] || [ $r4 -ne 0 ]; then tail -50 "$LOGS/task2.log" "$LOGS/task4.log"; fi
+
+if has diag; then
+  echo "== diagnostic: integers in TORCH_CHECK messages of an extension built here"
+  { tail -2 "$LOGS/diag_build.log"; g++ --version | head -1
+    $PY -c "import torch; print('libstdc++ loaded:', [l.split()[-1] for l in open('/proc/self/maps') if 'libstdc++' in l][:1])"
+    $PY -c "import torch
+try: torch.zeros(2).view(3)
+except RuntimeError as e: print('torch own integer message ok:', str(e)[:60])"
+    for f in string_message int_message; do
+      $PY -X faulthandler -c "
+import sys, torch
+sys.path.insert(0, '/tmp/diag_ext')
+import diag_torch_check as m
+try: m.$f()
+except RuntimeError as e: print('$f raised fine:', str(e).splitlines()[0])
+" 2>&1 | head -3; echo "$f: exit status ${PIPESTATUS[0]}"
+    done; } 2>&1 | tee "$OUT/diag.log"
+fi
 
 if has sweep; then
 echo "== bad inputs, one process per extension (faulthandler: a crash shows where)"

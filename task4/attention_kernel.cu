@@ -15,7 +15,7 @@
 
 #include <torch/extension.h>
 
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
@@ -25,6 +25,26 @@
 // ============================================================================
 // Provided: input checks, layout helpers, shared-memory set-up
 // ============================================================================
+
+// Error messages are joined from text pieces, numbers through std::to_string.
+// (Streaming integers into TORCH_CHECK crashed inside the C++ library's number
+// formatting on a machine whose libstdc++ was older than the compiler's headers.)
+static std::string to_text(const char* s) { return s; }
+static std::string to_text(const std::string& s) { return s; }
+static std::string to_text(int64_t v) { return std::to_string(v); }
+static std::string to_text(c10::ScalarType t) { return c10::toString(t); }
+static std::string to_text(const c10::Device& d) { return d.str(); }
+static std::string to_text(c10::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+template <typename... Parts>
+static std::string message(const Parts&... parts) {
+  std::string s;
+  (s.append(to_text(parts)), ...);
+  return s;
+}
 
 // The largest head_dim this kernel supports (the shared-memory tiles are sized for it).
 constexpr int MAX_HEAD_DIM = 128;
@@ -37,25 +57,29 @@ static int64_t check_attention_inputs(const torch::Tensor& q, const torch::Tenso
   const char* names[3] = {"q", "k", "v"};
   for (int i = 0; i < 3; ++i) {
     const torch::Tensor& t = *named[i];
-    TORCH_CHECK(t.is_cuda(), names[i], " must be a CUDA tensor, got one on ", t.device());
-    TORCH_CHECK(t.scalar_type() == torch::kFloat32, names[i], " must be float32, got ",
-                t.scalar_type());
-    TORCH_CHECK(t.dim() == 3, names[i], " must have shape [batch, seq_len, hidden_dim], got ",
-                t.sizes());
-    TORCH_CHECK(t.is_contiguous(), names[i],
-                " must be contiguous (call .contiguous() on it first)");
-    TORCH_CHECK(t.sizes() == q.sizes(), names[i], " has shape ", t.sizes(), " but q has ",
-                q.sizes(), ": q, k and v must have the same shape");
-    TORCH_CHECK(t.device() == q.device(), names[i], " is on ", t.device(), " but q is on ",
-                q.device());
+    TORCH_CHECK(t.is_cuda(), message(names[i], " must be a CUDA tensor, got one on ", t.device()));
+    TORCH_CHECK(t.scalar_type() == torch::kFloat32,
+                message(names[i], " must be float32, got ", t.scalar_type()));
+    TORCH_CHECK(t.dim() == 3,
+                message(names[i], " must have shape [batch, seq_len, hidden_dim], got ",
+                        t.sizes()));
+    TORCH_CHECK(t.is_contiguous(),
+                message(names[i], " must be contiguous (call .contiguous() on it first)"));
+    TORCH_CHECK(t.sizes() == q.sizes(),
+                message(names[i], " has shape ", t.sizes(), " but q has ", q.sizes(),
+                        ": q, k and v must have the same shape"));
+    TORCH_CHECK(t.device() == q.device(),
+                message(names[i], " is on ", t.device(), " but q is on ", q.device()));
   }
   const int64_t hidden = q.size(2);
-  TORCH_CHECK(num_heads > 0 && hidden % num_heads == 0, "hidden_dim=", hidden,
-              " must be a positive multiple of num_heads=", num_heads);
+  TORCH_CHECK(num_heads > 0 && hidden % num_heads == 0,
+              message("hidden_dim=", hidden, " must be a positive multiple of num_heads=",
+                      num_heads));
   const int64_t head_dim = hidden / num_heads;
-  TORCH_CHECK(head_dim <= MAX_HEAD_DIM, "head_dim=", head_dim, " (hidden_dim ", hidden, " / ",
-              num_heads, " heads) is larger than the supported maximum ",
-              static_cast<int64_t>(MAX_HEAD_DIM));
+  TORCH_CHECK(head_dim <= MAX_HEAD_DIM,
+              message("head_dim=", head_dim, " (hidden_dim ", hidden, " / ", num_heads,
+                      " heads) is larger than the supported maximum ",
+                      static_cast<int64_t>(MAX_HEAD_DIM)));
   return head_dim;
 }
 
@@ -82,9 +106,10 @@ static void allow_dynamic_shared_memory(const void* kernel, size_t bytes) {
   int device = 0, limit = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TORCH_CHECK(bytes <= static_cast<size_t>(limit), "the tiles need ", bytes,
-              " bytes of shared memory per block, but this GPU allows at most ", limit,
-              ": choose smaller tile sizes (B_r, B_c)");
+  TORCH_CHECK(bytes <= static_cast<size_t>(limit),
+              message("the tiles need ", bytes,
+                      " bytes of shared memory per block, but this GPU allows at most ", limit,
+                      ": choose smaller tile sizes (B_r, B_c)"));
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(bytes)));
 }
@@ -108,10 +133,10 @@ __global__ void flash_attention_kernel(const float* __restrict__ Q, const float*
   // Shared memory reserved by the host code (dynamic: head_dim is known only at run time).
   extern __shared__ __align__(16) float smem[];
   // ([[maybe_unused]] only silences the compiler until your code uses them.)
-  [[maybe_unused]] float* Q_tile = smem;                     // [B_r][head_dim]  this block's queries
-  [[maybe_unused]] float* K_tile = Q_tile + B_r * head_dim;  // [B_c][head_dim]  current key tile
-  [[maybe_unused]] float* V_tile = K_tile + B_c * head_dim;  // [B_c][head_dim]  current value tile
-  [[maybe_unused]] float* S_tile = V_tile + B_c * head_dim;  // [B_r][B_c]       scores, then probabilities
+  [[maybe_unused]] float* Q_tile = smem;                     // [B_r][head_dim] queries
+  [[maybe_unused]] float* K_tile = Q_tile + B_r * head_dim;  // [B_c][head_dim] key tile
+  [[maybe_unused]] float* V_tile = K_tile + B_c * head_dim;  // [B_c][head_dim] value tile
+  [[maybe_unused]] float* S_tile = V_tile + B_c * head_dim;  // [B_r][B_c] scores, probabilities
 
   const int bh = blockIdx.y;                         // which (batch, head) matrix
   [[maybe_unused]] const int q0 = blockIdx.x * B_r;  // first query row of this block
@@ -154,7 +179,8 @@ __global__ void flash_attention_kernel(const float* __restrict__ Q, const float*
 torch::Tensor custom_flash_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                      int64_t num_heads, bool causal) {
   // Delete the next line once flash_attention_kernel is written.
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "not implemented yet: the fused FlashAttention kernel (README, Task 4)");
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      false, "not implemented yet: the fused FlashAttention kernel (README, Task 4)");
   const int64_t head_dim = check_attention_inputs(q, k, v, num_heads);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), S = q.size(1);
@@ -171,10 +197,11 @@ torch::Tensor custom_flash_attention(torch::Tensor q, torch::Tensor k, torch::Te
   allow_dynamic_shared_memory(reinterpret_cast<const void*>(flash_attention_kernel), smem_bytes);
 
   const int64_t n_qtiles = (S + B_r - 1) / B_r;
-  TORCH_CHECK(qh.size(0) <= 65535, "batch*heads=", qh.size(0),
-              " is larger than 65535 (the grid's y dimension)");
+  TORCH_CHECK(qh.size(0) <= 65535,
+              message("batch*heads=", qh.size(0),
+                      " is larger than 65535 (the grid's y dimension)"));
   const dim3 grid(static_cast<unsigned>(n_qtiles), static_cast<unsigned>(qh.size(0)));
-  flash_attention_kernel<<<grid, THREADS, smem_bytes, at::cuda::getCurrentCUDAStream()>>>(
+  flash_attention_kernel<<<grid, THREADS, smem_bytes, c10::cuda::getCurrentCUDAStream()>>>(
       qh.data_ptr<float>(), kh.data_ptr<float>(), vh.data_ptr<float>(), oh.data_ptr<float>(),
       static_cast<int>(S), static_cast<int>(head_dim), scale, causal);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -27,17 +27,22 @@ All tests need a CUDA GPU; without one they are skipped, with the reason shown.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from harness import reference
 from harness.checks import MODULE_DIMS, check_attention_module, nn_multihead_attention, run_nn_mha
-from harness.compare import assert_close, strict_float32
+from harness.compare import CheckFailed, assert_close, strict_float32
 from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import mha_weights, randn
 from harness.integrity import assert_own_kernel
+from harness.tasks import REPO_ROOT
 from harness.timing import compare_speed
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
@@ -131,22 +136,60 @@ def test_module(shape, causal, against, record):
     record("error", **report.as_dict())
 
 
+_BAD_INPUTS_SCRIPT = """
+import torch
+from harness.impl import load_module
+
+ext = load_module("task4.attention").extension()
+q = torch.randn(1, 8, 256, device="cuda")
+
+
+def expect_error(what, call):
+    print(what, "...", end=" ", flush=True)
+    try:
+        call()
+    except (RuntimeError, ValueError, TypeError) as e:
+        print("rejected:", str(e).splitlines()[0][:120], flush=True)
+    else:
+        print("ACCEPTED", flush=True)
+
+
+cases = {
+    "float64": ((q.double(),) * 3, 2),
+    "cpu": ((q.cpu(),) * 3, 2),
+    "non-contiguous": ((torch.randn(2, 8, 256, device="cuda").transpose(0, 1),) * 3, 2),
+    "head_dim > 128": ((q,) * 3, 1),
+    "heads do not divide hidden": ((q,) * 3, 3),
+    "shapes differ": ((q, q[:, :4].contiguous(), q), 2),
+}
+for what, (tensors, heads) in cases.items():
+    expect_error(what, lambda: ext.custom_flash_attention(*tensors, heads, False))
+
+"""
+
+
 def test_rejects_bad_inputs(record):
-    """Wrong dtype, device, layout or head size must raise, never compute something."""
-    ext = _ext()
-    q = torch.randn(1, 8, 256, device=DEVICE)
-    bad = {
-        "float64": ((q.double(),) * 3, 2),
-        "cpu": ((q.cpu(),) * 3, 2),
-        "non-contiguous": ((torch.randn(2, 8, 256, device=DEVICE).transpose(0, 1),) * 3, 2),
-        "head_dim > 128": ((q,) * 3, 1),
-        "heads do not divide hidden": ((q,) * 3, 3),
-        "shapes differ": ((q, q[:, :4].contiguous(), q), 2),
-    }
-    for what, (tensors, heads) in bad.items():
-        with pytest.raises((RuntimeError, ValueError, TypeError)):
-            ext.custom_flash_attention(*tensors, heads, False)
-    record("input_checks", passed=True, cases=list(bad))
+    """Wrong dtype, device, layout or head size must raise a clear error, never compute.
+
+    Runs in a child process: should a check crash instead of raising, this test
+    fails and says which input did it, and the rest of the run goes on.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _BAD_INPUTS_SCRIPT], capture_output=True, text=True, env=env,
+        cwd=REPO_ROOT, timeout=600,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0:
+        last = lines[-1] if lines else "(nothing printed)"
+        raise CheckFailed(
+            f"checking bad inputs ended with exit status {proc.returncode} (a negative status is a "
+            f"signal: -11 is a segmentation fault) at: {last}\n{proc.stderr[-2000:]}"
+        )
+    accepted = [line for line in lines if line.endswith("ACCEPTED")]
+    if accepted:
+        raise CheckFailed("bad inputs were accepted instead of raising an error: " + "; ".join(accepted))
+    record("input_checks", passed=True, cases=lines)
 
 
 # ---------------------------------------------------------------- performance

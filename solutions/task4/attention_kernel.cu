@@ -28,7 +28,7 @@
 
 #include <torch/extension.h>
 
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
@@ -38,6 +38,26 @@
 // ============================================================================
 // Provided: input checks, layout helpers, shared-memory set-up
 // ============================================================================
+
+// Error messages are joined from text pieces, numbers through std::to_string.
+// (Streaming integers into TORCH_CHECK crashed inside the C++ library's number
+// formatting on a machine whose libstdc++ was older than the compiler's headers.)
+static std::string to_text(const char* s) { return s; }
+static std::string to_text(const std::string& s) { return s; }
+static std::string to_text(int64_t v) { return std::to_string(v); }
+static std::string to_text(c10::ScalarType t) { return c10::toString(t); }
+static std::string to_text(const c10::Device& d) { return d.str(); }
+static std::string to_text(c10::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+template <typename... Parts>
+static std::string message(const Parts&... parts) {
+  std::string s;
+  (s.append(to_text(parts)), ...);
+  return s;
+}
 
 // The largest head_dim this kernel supports (the shared-memory tiles are sized for it).
 constexpr int MAX_HEAD_DIM = 128;
@@ -50,25 +70,29 @@ static int64_t check_attention_inputs(const torch::Tensor& q, const torch::Tenso
   const char* names[3] = {"q", "k", "v"};
   for (int i = 0; i < 3; ++i) {
     const torch::Tensor& t = *named[i];
-    TORCH_CHECK(t.is_cuda(), names[i], " must be a CUDA tensor, got one on ", t.device());
-    TORCH_CHECK(t.scalar_type() == torch::kFloat32, names[i], " must be float32, got ",
-                t.scalar_type());
-    TORCH_CHECK(t.dim() == 3, names[i], " must have shape [batch, seq_len, hidden_dim], got ",
-                t.sizes());
-    TORCH_CHECK(t.is_contiguous(), names[i],
-                " must be contiguous (call .contiguous() on it first)");
-    TORCH_CHECK(t.sizes() == q.sizes(), names[i], " has shape ", t.sizes(), " but q has ",
-                q.sizes(), ": q, k and v must have the same shape");
-    TORCH_CHECK(t.device() == q.device(), names[i], " is on ", t.device(), " but q is on ",
-                q.device());
+    TORCH_CHECK(t.is_cuda(), message(names[i], " must be a CUDA tensor, got one on ", t.device()));
+    TORCH_CHECK(t.scalar_type() == torch::kFloat32,
+                message(names[i], " must be float32, got ", t.scalar_type()));
+    TORCH_CHECK(t.dim() == 3,
+                message(names[i], " must have shape [batch, seq_len, hidden_dim], got ",
+                        t.sizes()));
+    TORCH_CHECK(t.is_contiguous(),
+                message(names[i], " must be contiguous (call .contiguous() on it first)"));
+    TORCH_CHECK(t.sizes() == q.sizes(),
+                message(names[i], " has shape ", t.sizes(), " but q has ", q.sizes(),
+                        ": q, k and v must have the same shape"));
+    TORCH_CHECK(t.device() == q.device(),
+                message(names[i], " is on ", t.device(), " but q is on ", q.device()));
   }
   const int64_t hidden = q.size(2);
-  TORCH_CHECK(num_heads > 0 && hidden % num_heads == 0, "hidden_dim=", hidden,
-              " must be a positive multiple of num_heads=", num_heads);
+  TORCH_CHECK(num_heads > 0 && hidden % num_heads == 0,
+              message("hidden_dim=", hidden, " must be a positive multiple of num_heads=",
+                      num_heads));
   const int64_t head_dim = hidden / num_heads;
-  TORCH_CHECK(head_dim <= MAX_HEAD_DIM, "head_dim=", head_dim, " (hidden_dim ", hidden, " / ",
-              num_heads, " heads) is larger than the supported maximum ",
-              static_cast<int64_t>(MAX_HEAD_DIM));
+  TORCH_CHECK(head_dim <= MAX_HEAD_DIM,
+              message("head_dim=", head_dim, " (hidden_dim ", hidden, " / ", num_heads,
+                      " heads) is larger than the supported maximum ",
+                      static_cast<int64_t>(MAX_HEAD_DIM)));
   return head_dim;
 }
 
@@ -95,9 +119,10 @@ static void allow_dynamic_shared_memory(const void* kernel, size_t bytes) {
   int device = 0, limit = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TORCH_CHECK(bytes <= static_cast<size_t>(limit), "the tiles need ", bytes,
-              " bytes of shared memory per block, but this GPU allows at most ", limit,
-              ": choose smaller tile sizes (B_r, B_c)");
+  TORCH_CHECK(bytes <= static_cast<size_t>(limit),
+              message("the tiles need ", bytes,
+                      " bytes of shared memory per block, but this GPU allows at most ", limit,
+                      ": choose smaller tile sizes (B_r, B_c)"));
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(bytes)));
 }
@@ -187,7 +212,7 @@ template <int D, int BR, int BC, int THREADS, int TM, bool PREFETCH_K>
 __global__ void __launch_bounds__(THREADS)
 flash_attention_kernel(const float* __restrict__ Q, const float* __restrict__ K,
                        const float* __restrict__ V, float* __restrict__ O, int seq_len,
-                       float scale_log2,  // softmax scale * log2(e): exp(x*scale) = exp2(x*scale_log2)
+                       float scale_log2,  // scale * log2(e): exp(x*scale) = exp2(x*scale_log2)
                        bool causal) {
   using C = FlashConfig<D, BR, BC, THREADS, TM, PREFETCH_K>;
   constexpr int TN = C::TN, TN_O = C::TN_O, CT = C::COL_THREADS, RG = C::ROW_GROUPS;
@@ -253,8 +278,10 @@ flash_attention_kernel(const float* __restrict__ Q, const float* __restrict__ K,
     if (PREFETCH_K) {
       // The other buffer held the previous P, which everyone finished reading
       // before the barrier at the end of the last step.
-      if (k0 + BC < kv_end)
-        load_tile_async<BC, D, THREADS>(KP0 + ((tile + 1) & 1) * C::KP_FLOATS, Kg, k0 + BC, seq_len);
+      if (k0 + BC < kv_end) {
+        float* next = KP0 + ((tile + 1) & 1) * C::KP_FLOATS;
+        load_tile_async<BC, D, THREADS>(next, Kg, k0 + BC, seq_len);
+      }
       cp_async_commit();   // (an empty group on the last step keeps the counting simple)
       cp_async_wait<2>();  // all but {V, next K}: Q and this K have landed
     } else {
@@ -426,7 +453,7 @@ static void launch_flash(const torch::Tensor& q, const torch::Tensor& k, const t
   auto kernel = flash_attention_kernel<D, BR, BC, THREADS, TM, PREFETCH_K>;
   allow_dynamic_shared_memory(reinterpret_cast<const void*>(kernel), C::SMEM_BYTES);
   kernel<<<static_cast<unsigned>(blocks), THREADS, C::SMEM_BYTES,
-           at::cuda::getCurrentCUDAStream()>>>(q.data_ptr<float>(), k.data_ptr<float>(),
+           c10::cuda::getCurrentCUDAStream()>>>(q.data_ptr<float>(), k.data_ptr<float>(),
                                                v.data_ptr<float>(), o.data_ptr<float>(),
                                                static_cast<int>(seq_len), scale_log2, causal);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
