@@ -43,6 +43,40 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <type_traits>
+
+// ---------------------------------------------------------------------------
+// Error messages. KIT_CHECK(cond, parts...) is TORCH_CHECK with the message
+// assembled from strings, integers, sizes, dtypes and devices by std::to_string
+// and std::string alone, then handed to TORCH_CHECK as one C string. On the
+// GPU image this kit was checked on, a failing TORCH_CHECK whose message
+// streamed an integer crashed the Python process (a segmentation fault instead
+// of a RuntimeError); this path never uses that stream.
+// ---------------------------------------------------------------------------
+namespace kit_msg {
+inline std::string piece(const char* s) { return s; }
+inline std::string piece(const std::string& s) { return s; }
+template <typename T, typename = std::enable_if_t<std::is_integral_v<T>>>
+inline std::string piece(T v) { return std::to_string(v); }
+inline std::string piece(c10::IntArrayRef a) {
+  std::string s = "[";
+  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
+  return s + "]";
+}
+inline std::string piece(c10::ScalarType t) { return c10::toString(t); }
+inline std::string piece(const c10::Device& d) { return d.str(); }
+template <typename... Args>
+std::string cat(const Args&... args) { return (std::string() + ... + piece(args)); }
+}  // namespace kit_msg
+
+#define KIT_CHECK(cond, ...)                                        \
+  do {                                                              \
+    if (!(cond)) {                                                  \
+      const std::string kit_message_ = kit_msg::cat(__VA_ARGS__);   \
+      TORCH_CHECK(false, kit_message_.c_str());                     \
+    }                                                               \
+  } while (0)
 
 namespace {
 
@@ -334,8 +368,8 @@ bool aligned16(const torch::Tensor& t) {
 }
 
 void check_float_cuda(const torch::Tensor& t, const char* fn, const char* name) {
-  TORCH_CHECK(t.is_cuda(), fn, ": ", name, " must be a CUDA tensor (got one on ", t.device(), ")");
-  TORCH_CHECK(t.scalar_type() == torch::kFloat32, fn, ": ", name, " must be float32 (got ",
+  KIT_CHECK(t.is_cuda(), fn, ": ", name, " must be a CUDA tensor (got one on ", t.device(), ")");
+  KIT_CHECK(t.scalar_type() == torch::kFloat32, fn, ": ", name, " must be float32 (got ",
               t.scalar_type(), ")");
 }
 
@@ -412,26 +446,26 @@ void update_kv_cache(torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor
   check_float_cuda(v_cache, fn, "v_cache");
   check_float_cuda(k, fn, "k");
   check_float_cuda(v, fn, "v");
-  TORCH_CHECK(k_cache.dim() == 3, fn, ": k_cache must be [B, max_seq_len, H], got ",
+  KIT_CHECK(k_cache.dim() == 3, fn, ": k_cache must be [B, max_seq_len, H], got ",
               k_cache.sizes());
-  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), fn, ": v_cache ", v_cache.sizes(),
+  KIT_CHECK(v_cache.sizes() == k_cache.sizes(), fn, ": v_cache ", v_cache.sizes(),
               " must have the shape of k_cache ", k_cache.sizes());
-  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), fn,
+  KIT_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), fn,
               ": the caches must be contiguous (they are written in place; pass the "
               "preallocated tensors themselves, not a transposed or sliced view)");
-  TORCH_CHECK(k.device() == k_cache.device() && v.device() == k_cache.device() &&
+  KIT_CHECK(k.device() == k_cache.device() && v.device() == k_cache.device() &&
                   v_cache.device() == k_cache.device(),
               fn, ": all tensors must be on the same device");
   if (k.dim() == 2) k = k.unsqueeze(1);
   if (v.dim() == 2) v = v.unsqueeze(1);
   const int64_t B = k_cache.size(0), max_len = k_cache.size(1), H = k_cache.size(2);
-  TORCH_CHECK(k.dim() == 3 && k.size(0) == B && k.size(2) == H, fn, ": k must be [B=", B,
+  KIT_CHECK(k.dim() == 3 && k.size(0) == B && k.size(2) == H, fn, ": k must be [B=", B,
               ", S_new, H=", H, "] to match the cache, got ", k.sizes());
-  TORCH_CHECK(v.sizes() == k.sizes(), fn, ": v ", v.sizes(), " must have the shape of k ",
+  KIT_CHECK(v.sizes() == k.sizes(), fn, ": v ", v.sizes(), " must have the shape of k ",
               k.sizes());
   const int64_t S_new = k.size(1);
-  TORCH_CHECK(S_new >= 1, fn, ": no new tokens to write (k.size(1) == 0)");
-  TORCH_CHECK(current_pos >= 0 && current_pos + S_new <= max_len, fn, ": writing ", S_new,
+  KIT_CHECK(S_new >= 1, fn, ": no new tokens to write (k.size(1) == 0)");
+  KIT_CHECK(current_pos >= 0 && current_pos + S_new <= max_len, fn, ": writing ", S_new,
               " token(s) at current_pos=", current_pos, " needs rows [", current_pos, ", ",
               current_pos + S_new, ") but the cache has max_seq_len=", max_len,
               " rows; allocate a longer cache or stop generating");
@@ -475,27 +509,27 @@ torch::Tensor custom_flash_attention_decode(torch::Tensor q, torch::Tensor k, to
   check_float_cuda(q, fn, "q");
   check_float_cuda(k, fn, "k");
   check_float_cuda(v, fn, "v");
-  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(), fn,
+  KIT_CHECK(k.device() == q.device() && v.device() == q.device(), fn,
               ": q, k and v must be on the same device");
   const bool q2d = q.dim() == 2;
   if (q2d) q = q.unsqueeze(1);
-  TORCH_CHECK(q.dim() == 3, fn, ": q must be [B, 1, H], got ", q.sizes());
-  TORCH_CHECK(q.size(1) == 1, fn, ": decode takes exactly one new query per sequence (q is ",
+  KIT_CHECK(q.dim() == 3, fn, ": q must be [B, 1, H], got ", q.sizes());
+  KIT_CHECK(q.size(1) == 1, fn, ": decode takes exactly one new query per sequence (q is ",
               q.sizes(), "); use the task-4 prefill kernel for longer queries");
   const int64_t B = q.size(0), H = q.size(2);
-  TORCH_CHECK(k.dim() == 3 && k.size(0) == B && k.size(2) == H, fn, ": k must be [B=", B,
+  KIT_CHECK(k.dim() == 3 && k.size(0) == B && k.size(2) == H, fn, ": k must be [B=", B,
               ", L, H=", H, "], got ", k.sizes());
-  TORCH_CHECK(v.sizes() == k.sizes(), fn, ": v ", v.sizes(), " must have the shape of k ",
+  KIT_CHECK(v.sizes() == k.sizes(), fn, ": v ", v.sizes(), " must have the shape of k ",
               k.sizes());
-  TORCH_CHECK(num_heads > 0 && H % num_heads == 0, fn, ": hidden size ", H,
+  KIT_CHECK(num_heads > 0 && H % num_heads == 0, fn, ": hidden size ", H,
               " is not divisible by num_heads=", num_heads);
   const int64_t D = H / num_heads;
   const int64_t L = k.size(1);
   if (seq_len < 0) seq_len = L;
-  TORCH_CHECK(seq_len >= 1 && seq_len <= L, fn, ": seq_len=", seq_len,
+  KIT_CHECK(seq_len >= 1 && seq_len <= L, fn, ": seq_len=", seq_len,
               " must be between 1 and the number of key rows ", L);
-  TORCH_CHECK(seq_len < (int64_t(1) << 31), fn, ": seq_len too large");
-  TORCH_CHECK(k.stride(2) == 1 && v.stride(2) == 1 && k.stride(1) % 4 == 0 &&
+  KIT_CHECK(seq_len < (int64_t(1) << 31), fn, ": seq_len too large");
+  KIT_CHECK(k.stride(2) == 1 && v.stride(2) == 1 && k.stride(1) % 4 == 0 &&
                   v.stride(1) % 4 == 0 && k.stride(0) % 4 == 0 && v.stride(0) % 4 == 0 &&
                   aligned16(k) && aligned16(v),
               fn,
@@ -514,7 +548,7 @@ torch::Tensor custom_flash_attention_decode(torch::Tensor q, torch::Tensor k, to
     case 128: launch_decode<128>(q, k, v, out, nh, sl, ns); break;
     case 256: launch_decode<256>(q, k, v, out, nh, sl, ns); break;
     default:
-      TORCH_CHECK(false, fn, ": head_dim ", D,
+      KIT_CHECK(false, fn, ": head_dim ", D,
                   " is not supported (this kernel is built for 16, 32, 64, 128 and 256)");
   }
   return q2d ? out.squeeze(1) : out;
