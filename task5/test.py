@@ -23,7 +23,10 @@ valid cache prefix, with K and V projected in float64 from the same inputs.
 """
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -36,6 +39,7 @@ from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import mha_weights, randn
 from harness.integrity import assert_own_kernel
+from harness.tasks import REPO_ROOT
 from harness.timing import L2Flusher, Timing, compare_speed, time_function
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
@@ -397,80 +401,98 @@ def test_published_speed(record):
 
 
 # ------------------------------------------------------------------ bad inputs
-# Last in the file: if a check crashes the process instead of raising (seen once
-# with a TORCH_CHECK message that streamed integers, see KIT_CHECK in the .cu file),
-# every other result of the run has been reported already.
-def _bad_update_calls():
-    """(description, make_args) for calls update_kv_cache must refuse."""
-    b, max_len, h = 2, 16, 32
+# Every call below must raise an error and leave the cache untouched. The calls
+# run in a child process: should a check crash instead of raising (seen once on
+# the H200 image with a TORCH_CHECK message that streamed an integer; see
+# KIT_CHECK in the .cu file), this test fails, names the input, and the rest of
+# the run goes on.
+_BAD_INPUTS_SCRIPT = r"""
+import torch
+from harness.impl import load_module
+from harness.inputs import randn
 
-    def caches(dtype=torch.float32):
-        return (
-            randn(b, max_len, h, tag="task5/reject/kc", device=DEVICE).to(dtype),
-            randn(b, max_len, h, tag="task5/reject/vc", device=DEVICE).to(dtype),
-        )
+ext = load_module("task5.attention").decode_extension()
+B, L, H, HEADS = 2, 16, 32, 4
 
-    def new(s=1, hh=h, bb=b, dtype=torch.float32, device=DEVICE):
-        return (
-            randn(bb, s, hh, tag="task5/reject/k", device=device).to(dtype),
-            randn(bb, s, hh, tag="task5/reject/v", device=device).to(dtype),
-        )
+def caches(dtype=torch.float32):
+    return (randn(B, L, H, tag="task5/reject/kc", device="cuda").to(dtype),
+            randn(B, L, H, tag="task5/reject/vc", device="cuda").to(dtype))
 
-    return [
-        ("current_pos == max_seq_len", lambda: (*caches(), *new(), max_len)),
-        ("current_pos far past the end", lambda: (*caches(), *new(), 10 * max_len)),
-        ("two tokens at the last row", lambda: (*caches(), *new(s=2), max_len - 1)),
-        ("negative current_pos", lambda: (*caches(), *new(), -1)),
-        ("float64 cache", lambda: (*caches(torch.float64), *new(), 0)),
-        ("float64 k and v", lambda: (*caches(), *new(dtype=torch.float64), 0)),
-        ("k with the wrong hidden size", lambda: (*caches(), *new(hh=h + 4), 0)),
-        ("k with the wrong batch size", lambda: (*caches(), *new(bb=b + 1), 0)),
-        ("k and v on the CPU", lambda: (*caches(), *new(device="cpu"), 0)),
-    ]
+def new(s=1, h=H, b=B, dtype=torch.float32, device="cuda"):
+    return (randn(b, s, h, tag="task5/reject/k", device=device).to(dtype),
+            randn(b, s, h, tag="task5/reject/v", device=device).to(dtype))
 
-
-@pytest.mark.parametrize("bad", _bad_update_calls(), ids=lambda c: c[0].replace(" ", "_"))
-def test_update_kv_cache_rejects(bad, record):
-    what, make = bad
-    k_cache, v_cache, k, v, pos = make()
-    before = (_bits(k_cache), _bits(v_cache))
-    with pytest.raises(RuntimeError) as info:
-        _kernels().update_kv_cache(k_cache, v_cache, k, v, pos)
+q = randn(B, 1, H, tag="task5/reject/q", device="cuda")
+updates = [
+    ("update: current_pos == max_seq_len", lambda: (*caches(), *new(), L)),
+    ("update: current_pos far past the end", lambda: (*caches(), *new(), 10 * L)),
+    ("update: two tokens at the last row", lambda: (*caches(), *new(s=2), L - 1)),
+    ("update: negative current_pos", lambda: (*caches(), *new(), -1)),
+    ("update: float64 cache", lambda: (*caches(torch.float64), *new(), 0)),
+    ("update: float64 k and v", lambda: (*caches(), *new(dtype=torch.float64), 0)),
+    ("update: k with the wrong hidden size", lambda: (*caches(), *new(h=H + 4), 0)),
+    ("update: k with the wrong batch size", lambda: (*caches(), *new(b=B + 1), 0)),
+    ("update: k and v on the CPU", lambda: (*caches(), *new(device="cpu"), 0)),
+]
+for what, make in updates:
+    print(what, flush=True)
+    kc, vc, k, v, pos = make()
+    before = (kc.clone(), vc.clone())
+    try:
+        ext.update_kv_cache(kc, vc, k, v, pos)
         torch.cuda.synchronize()
-    if isinstance(info.value, NotImplementedError):
-        raise info.value
-    torch.cuda.synchronize()
-    assert torch.equal(_bits(k_cache), before[0]) and torch.equal(_bits(v_cache), before[1]), (
-        f"update_kv_cache refused the call ({what}) but changed the cache anyway"
+        print(what, "ACCEPTED", flush=True)
+    except NotImplementedError:
+        raise
+    except RuntimeError as e:
+        torch.cuda.synchronize()
+        same = torch.equal(kc, before[0]) and torch.equal(vc, before[1])
+        print(what, "rejected:" if same else "rejected BUT CHANGED THE CACHE ACCEPTED:",
+              str(e).splitlines()[0][:160], flush=True)
+
+kc, vc = caches()
+decodes = [
+    ("decode: two queries per sequence", lambda: ext.custom_flash_attention_decode(torch.cat([q, q], 1), kc, vc, HEADS, False, seq_len=5)),
+    ("decode: seq_len beyond the cache", lambda: ext.custom_flash_attention_decode(q, kc, vc, HEADS, False, seq_len=L + 1)),
+    ("decode: seq_len 0", lambda: ext.custom_flash_attention_decode(q, kc, vc, HEADS, False, seq_len=0)),
+    ("decode: float64 q", lambda: ext.custom_flash_attention_decode(q.double(), kc, vc, HEADS, False, seq_len=5)),
+    ("decode: float64 cache", lambda: ext.custom_flash_attention_decode(q, kc.double(), vc.double(), HEADS, False, seq_len=5)),
+    ("decode: hidden size not divisible by heads", lambda: ext.custom_flash_attention_decode(q, kc, vc, 3, False, seq_len=5)),
+    ("decode: k with another batch size", lambda: ext.custom_flash_attention_decode(q, kc[:1], vc[:1], HEADS, False, seq_len=5)),
+]
+for what, call in decodes:
+    print(what, flush=True)
+    try:
+        call()
+        torch.cuda.synchronize()
+        print(what, "ACCEPTED", flush=True)
+    except NotImplementedError:
+        raise
+    except RuntimeError as e:
+        print(what, "rejected:", str(e).splitlines()[0][:160], flush=True)
+"""
+
+
+def test_rejects_bad_inputs(record):
+    """Out-of-range positions, wrong shapes, dtypes and devices: a clear error, no write."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _BAD_INPUTS_SCRIPT], capture_output=True, text=True, env=env,
+        cwd=REPO_ROOT, timeout=600,
     )
-    record("rejects", passed=True, case=what, message=str(info.value).splitlines()[0][:200])
-
-
-def test_decode_kernel_rejects(record):
-    b, h, heads, max_len = 2, 64, 4, 16
-    q, k_cache, v_cache = _decode_problem((b, 5, max_len, h, heads), "task5/decode-reject")
-    kernels = _kernels()
-    bad = {
-        "two queries per sequence": lambda: kernels.custom_flash_attention_decode(
-            torch.cat([q, q], 1), k_cache, v_cache, heads, False, seq_len=5),
-        "seq_len beyond the cache": lambda: kernels.custom_flash_attention_decode(
-            q, k_cache, v_cache, heads, False, seq_len=max_len + 1),
-        "seq_len 0": lambda: kernels.custom_flash_attention_decode(q, k_cache, v_cache, heads, False, seq_len=0),
-        "float64 q": lambda: kernels.custom_flash_attention_decode(q.double(), k_cache, v_cache, heads, False, seq_len=5),
-        "float64 cache": lambda: kernels.custom_flash_attention_decode(
-            q, k_cache.double(), v_cache.double(), heads, False, seq_len=5),
-        "hidden size not divisible by heads": lambda: kernels.custom_flash_attention_decode(
-            q, k_cache, v_cache, 3, False, seq_len=5),
-        "k with another batch size": lambda: kernels.custom_flash_attention_decode(
-            q, k_cache[:1], v_cache[:1], heads, False, seq_len=5),
-    }
-    for what, call in bad.items():
-        with pytest.raises(RuntimeError) as info:
-            call()
-            torch.cuda.synchronize()
-        if isinstance(info.value, NotImplementedError):
-            raise info.value
-    record("decode_rejects", passed=True, cases=list(bad))
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0:
+        if "NotImplementedError" in proc.stderr:
+            raise NotImplementedError(proc.stderr.strip().splitlines()[-1].split(":", 1)[-1].strip())
+        last = lines[-1] if lines else "(nothing printed)"
+        raise CheckFailed(
+            f"checking bad inputs ended with exit status {proc.returncode} (a negative status is a "
+            f"signal: -11 is a segmentation fault) at: {last}\n{proc.stderr[-2000:]}"
+        )
+    accepted = [line for line in lines if line.endswith("ACCEPTED") or "ACCEPTED:" in line]
+    if accepted:
+        raise CheckFailed("bad inputs were accepted instead of raising an error: " + "; ".join(accepted))
+    record("input_checks", passed=True, cases=[line for line in lines if "rejected" in line])
 
 
 if __name__ == "__main__":
