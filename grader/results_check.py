@@ -17,9 +17,10 @@ from .scoring import Case
 def measured_rows(cases: list[Case]) -> dict[tuple[str, str], list[float]]:
     rows = {}
     for case in cases:
-        m = case.measurements.get("results_md")
-        if isinstance(m, dict) and "row" in m and "values" in m:
-            rows[(m.get("table", ""), m["row"])] = m["values"]
+        recorded = case.measurements.get("results_md")
+        for m in recorded if isinstance(recorded, list) else [recorded]:
+            if isinstance(m, dict) and "row" in m and "values" in m:
+                rows[(m.get("table", ""), m["row"])] = m["values"]
     return rows
 
 

@@ -135,5 +135,11 @@ class _JsonReportBridge:
     def pytest_json_runtest_metadata(self, item: pytest.Item, call: pytest.CallInfo):
         if call.when != "call":
             return {}
-        measurements = {name: value for name, value in item.user_properties}
+        measurements: dict = {}
+        for name, value in item.user_properties:
+            if name in measurements:  # a name recorded several times keeps every value, in order
+                prev = measurements[name]
+                measurements[name] = (prev if isinstance(prev, list) else [prev]) + [value]
+            else:
+                measurements[name] = value
         return {"measurements": json.loads(json.dumps(_jsonable(measurements)))}
