@@ -24,7 +24,7 @@ from .integrity import scan_file
 from .results_check import check_results_md
 from .rubric import Rubric
 from .runner import TestRun, run_tests
-from .scoring import cases_of, measured_speedups, score_task
+from .scoring import cases_of, geometric_mean, measured_speedups, score_task
 from .stage import stage_task
 
 SOLUTIONS = REPO_ROOT / "solutions"
@@ -74,7 +74,8 @@ def _gpu_available() -> bool:
 
 
 def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int, progress: Progress,
-               references: dict[str, float] | None = None, label: str = "") -> dict:
+               references: dict[str, float] | None = None, label: str = "",
+               self_reference: bool = False) -> dict:
     """Stage, build, test and score one task; always returns a result (never raises)."""
     tr = rubric.tasks[task]
     name = f"{label}{task}"
@@ -124,6 +125,9 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
                                log=run.proc.log_path, duration_by_test=_durations(run))
         result["_run"] = run
         t1 = time.perf_counter()
+        if self_reference:  # grading the reference itself: its own speedups are the yardstick
+            references = speedups_by_name(tr, cases_of(run))
+            result["reference_speedups"] = references
         score = score_task(rubric, tr, run, references)
         result["stage_seconds"]["score"] = round(time.perf_counter() - t1, 3)
         result.update(points=score.points, status=score.status, reason=score.reason,
@@ -154,15 +158,15 @@ def reference_speedups(task: str, out: Path, rubric: Rubric, seed: int, progress
         return {}
     ref = grade_task(task, SOLUTIONS, out, rubric, seed, progress, label="reference/")
     run = ref.get("_run")
-    if run is None:
-        return {}
-    cases = cases_of(run)
+    return speedups_by_name(tr, cases_of(run)) if run is not None else {}
+
+
+def speedups_by_name(tr, cases) -> dict[str, float]:
+    """The geometric-mean speedup of each of a task's rubric speedups, where measured."""
     values = {}
     for s in tr.speedups:
         configs, _ = measured_speedups(s, cases)
         if configs:
-            from .scoring import geometric_mean
-
             values[s.name] = geometric_mean(list(configs.values()))
     return values
 
@@ -177,10 +181,15 @@ def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *
                          started=started, rubric=str(rubric.source), gpu=_gpu_name())
     out.mkdir(parents=True, exist_ok=True)
     try:
+        # Grading the reference solution itself: its own speedups are the reference,
+        # so it is not timed twice.
+        is_reference = SOLUTIONS.is_dir() and submission.resolve() == SOLUTIONS.resolve()
         for task in tasks:
-            refs = reference_speedups(task, out, rubric, seed, progress) if use_reference else {}
-            results["tasks"][task] = grade_task(task, submission, out, rubric, seed, progress, refs)
-            results["tasks"][task]["reference_speedups"] = refs
+            refs = reference_speedups(task, out, rubric, seed, progress) if use_reference and not is_reference else {}
+            result = grade_task(task, submission, out, rubric, seed, progress, refs,
+                                self_reference=use_reference and is_reference)
+            result.setdefault("reference_speedups", refs)
+            results["tasks"][task] = result
         cases = {t: cases_of(r["_run"]) for t, r in results["tasks"].items() if r.get("_run")}
         flags, table = check_results_md(submission / RESULTS_FILE, cases, rubric.results_mismatch_factor)
         results["flags"] += flags
