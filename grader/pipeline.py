@@ -46,14 +46,17 @@ def child_env(seed: int, build_cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
     env.update(
         ATTN_KIT_SEED=str(seed),
-        ATTN_KIT_BUILD_DIR=str(build_cache),
+        # A build cache named by the caller (say, one per node) is shared: builds are
+        # keyed by the sources' contents, so sharing is safe.
+        ATTN_KIT_BUILD_DIR=os.environ.get("ATTN_KIT_BUILD_DIR", str(build_cache)),
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",
     )
     for key in ("ATTN_KIT_CUDA_ARCH",):  # staff may pin the architecture for the whole run
         if key in os.environ:
             env[key] = os.environ[key]
-    env.pop("PYTHONPATH", None)  # the staged folder (the working directory) comes first
+    # PYTHONPATH is kept (site packages may live there); the staged folder still comes
+    # first, because `python -m pytest` puts the working directory at the front.
     return env
 
 

@@ -22,7 +22,9 @@ CI_ARCH = "9.0"
 
 @pytest.fixture(scope="module")
 def build_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("build-cache")
+    """A build cache for this module, or the one ATTN_KIT_BUILD_DIR names (content-addressed, so shared safely)."""
+    named = os.environ.get("ATTN_KIT_BUILD_DIR")
+    return named if named else tmp_path_factory.mktemp("build-cache")
 
 
 def test_release_is_clean(tmp_path, monkeypatch, build_cache, capsys):
