@@ -1,7 +1,8 @@
 """Task 7, shared by ``task7.inference``, ``task7.inference_ref`` and the test (provided).
 
 * the model: the kit's offline GPT-2 trained on Shakespeare (``task7/model``,
-  loaded with ``HF_HUB_OFFLINE=1`` and ``local_files_only``), or any GPT-2
+  loaded with ``local_files_only``; the command-line entry points also set
+  ``HF_HUB_OFFLINE=1`` before transformers is imported), or any GPT-2
   checkpoint given with ``--model``;
 * the prompts: windows of held-out Shakespeare (The Tempest, which the default
   model never saw) cut to an exact number of tokens, so every prompt of a batch
@@ -78,14 +79,13 @@ def load(name_or_path: str | None = None, *, attn_implementation: str = REFERENC
     """``(model, tokenizer, description)``: a GPT-2 in float32, in eval mode, on ``device``.
 
     ``None`` is the kit's offline default (``task7/model``), loaded without
-    network. A folder path loads that checkpoint; another name goes to the
+    network (``local_files_only``). A folder path loads that checkpoint; another name goes to the
     Hugging Face hub (e.g. ``gpt2`` where the hub is reachable).
     """
     if name_or_path is None:
         problem = default_model_problem()
         if problem:
             raise ModelNotFound(problem)
-        os.environ["HF_HUB_OFFLINE"] = "1"  # the default never touches the network
         source, local = str(DEFAULT_MODEL_DIR), True
     else:
         path = Path(name_or_path).expanduser()
@@ -129,7 +129,8 @@ def load(name_or_path: str | None = None, *, attn_implementation: str = REFERENC
         raise ModelNotFound(f"'{source}' has head_dim {head_dim}; the task-4 kernel supports up to 128")
     tokenizer.model_max_length = int(1e9)  # prompt lengths are checked against the context here, not there
     model.set_attn_implementation(attn_implementation)
-    model.generation_config.pad_token_id = model.generation_config.pad_token_id or tokenizer.eos_token_id
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.eos_token_id
     model = model.to(device).eval().requires_grad_(False)
     c = model.config
     what = (

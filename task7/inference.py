@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 
 import torch
@@ -50,7 +51,6 @@ from harness.device import NO_CUDA_REASON
 
 from . import common
 from .attention import ATTN_NAME, STAND_IN_NAME, cuda_kernels, register, torch_stand_in
-from .kv_cache import KernelKVCache
 
 
 def main(argv=None) -> int:
@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--stand-in", action="store_true",
                         help="use a plain-PyTorch stand-in for the kernels (runs on a CPU too; not a check of your kernels)")
     args = parser.parse_args(argv)
+    if args.model is None:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the default model never needs the network (set before transformers loads)
+    from .kv_cache import KernelKVCache
 
     if args.stand_in:
         kernels, name = torch_stand_in(), STAND_IN_NAME
@@ -106,8 +109,15 @@ def main(argv=None) -> int:
     for length, batch in cases:
         prompt = common.make_prompts(tokenizer, length, batch, prompt=args.prompt).to(device)
         label = f"{common.describe_prompt_len(length)}, batch {batch}"
-        case = common.run_case(model, kernels, name, prompt, args.new_tokens, label=label, model64=model64,
-                               sample=sample, seed=args.seed)
+        try:
+            case = common.run_case(model, kernels, name, prompt, args.new_tokens, label=label, model64=model64,
+                                   sample=sample, seed=args.seed)
+        except (NotImplementedError, RuntimeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            print(f"case {label}: your kernels raised {type(err).__name__}: {first}", file=sys.stderr)
+            print("\nVERDICT: FAIL - the kernels did not run (finish tasks 4 and 5 first: python -m task4.test, "
+                  "python -m task5.test)")
+            return 1
         results.append((length, case))
         print("\n".join(common.format_case(case)), flush=True)
         print()

@@ -9,6 +9,7 @@ The verdict comparing it with your kernels is ``python -m task7.inference``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -21,6 +22,8 @@ def main(argv=None) -> int:
     common.add_arguments(parser)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     args = parser.parse_args(argv)
+    if args.model is None:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the default model never needs the network (set before transformers loads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         model, tokenizer, what = common.load(args.model, attn_implementation=common.REFERENCE_ATTENTION, device=device)

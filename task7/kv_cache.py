@@ -37,7 +37,15 @@ Where the library's API and the kernels differ (documented, not hidden):
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
+import transformers
+
+try:
+    from transformers.cache_utils import Cache, CacheLayerMixin
+except ImportError as exc:  # transformers 4.x has no per-layer cache classes
+    raise ImportError(
+        f"task 7 needs transformers 5 (checked with 5.17 and 5.23); this is transformers {transformers.__version__}: "
+        "pip install -U 'transformers>=5.17'"
+    ) from exc
 
 from .attention import Kernels
 

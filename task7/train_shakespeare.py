@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     )
     assert config.n_embd // config.n_head == 64 or args.smoke, "head_dim must be 64, like GPT-2"
     model = GPT2LMHeadModel(config).to(device)
-    model.config._attn_implementation = "sdpa"  # PyTorch's fused attention for training speed
+    model.set_attn_implementation("sdpa")  # PyTorch's fused attention for training speed
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: GPT2LMHeadModel, {n_params:,} parameters ({n_params * 4 / 1e6:.2f} MB float32), "
         f"n_embd {config.n_embd}, {config.n_head} heads of {config.n_embd // config.n_head}, {config.n_layer} layers, "
@@ -358,7 +358,9 @@ def main(argv=None) -> int:
         model.load_state_dict(best[2])
         log(f"kept the weights of step {best[1]} (best validation loss {best[0]:.4f} in bf16)")
 
-    # ---- final float32 measurements (dropout off)
+    # ---- final float32 measurements (dropout off, TF32 off)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     model.eval()
     final_val = mean_loss(model, val_stream, context, device, 10_000, batch, autocast=False)
     final_train = mean_loss(model, train_stream, context, device, eval_windows, batch, autocast=False)
@@ -373,9 +375,8 @@ def main(argv=None) -> int:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().cpu()
-    model.config._attn_implementation = None  # not a property of the weights
     model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out)  # model.safetensors (transformers 5 writes safetensors only)
     tokenizer.save_pretrained(out)
     (out / "heldout.txt").write_text(works[VALIDATION_WORKS[0]])
     size = (out / "model.safetensors").stat().st_size
@@ -383,7 +384,6 @@ def main(argv=None) -> int:
     # ---- a sample (greedy and sampled) from the default prompt
     from task7.common import DEFAULT_PROMPT
 
-    model.config._attn_implementation = "sdpa"
     ids = tokenizer(DEFAULT_PROMPT, return_tensors="pt", add_special_tokens=False)["input_ids"]
     samples = {}
     with torch.no_grad():
