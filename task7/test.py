@@ -45,6 +45,11 @@ HELDOUT_LOSS_MARGIN = 0.3
 MAX_WEIGHT_BYTES = 10_000_000
 
 
+def _pythonpath() -> str:
+    """The kit first, then whatever the caller had (a subprocess sees the same packages)."""
+    return os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def _metrics() -> dict:
     return json.loads(common.METRICS_FILE.read_text())
 
@@ -69,7 +74,7 @@ def test_default_model_loads_offline(record, tmp_path):
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HTTP_PROXY="http://127.0.0.1:9",
                HTTPS_PROXY="http://127.0.0.1:9", ALL_PROXY="http://127.0.0.1:9", NO_PROXY="",
-               HF_HOME=str(tmp_path / "empty-hf-home"), PYTHONPATH=str(REPO_ROOT))
+               HF_HOME=str(tmp_path / "empty-hf-home"), PYTHONPATH=_pythonpath())
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
     assert proc.returncode == 0, f"loading task7/model offline failed:\n{proc.stderr[-3000:]}"
     info = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -311,7 +316,7 @@ def test_verdict_tie_is_not_a_failure():
 def test_missing_model_messages():
     with pytest.raises(common.ModelNotFound, match="offline default"):
         common.load("/nonexistent/folder/for/task7")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=_pythonpath())
     proc = subprocess.run([sys.executable, "-m", "task7.inference_ref", "--model", "nobody-here/not-a-gpt2"],
                           capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -356,7 +356,8 @@ def main(argv=None) -> int:
         f"{step * batch * context / 1e6:.1f} M tokens = {step * batch * context / len(train_stream):.1f} epochs")
     if best[2] is not None:
         model.load_state_dict(best[2])
-        log(f"kept the weights of step {best[1]} (best validation loss {best[0]:.4f} in bf16)")
+        log(f"kept the weights of step {best[1]} (best validation loss {best[0]:.4f}"
+            f"{', bf16 autocast' if autocast else ''})")
 
     # ---- final float32 measurements (dropout off, TF32 off)
     torch.backends.cuda.matmul.allow_tf32 = False
