@@ -274,6 +274,17 @@ def test_core_speed(cfg, record):
             sets, warmup=opts["warmup"], min_reps=opts["min_reps"], max_reps=opts["max_reps"],
             budget_s=opts["budget_s"],
         )
+    # The output of the function just timed, on the timed inputs, is checked again against
+    # float64 (the first batch item: a fast kernel must still be a right one).
+    with torch.no_grad():
+        out = ext.custom_flash_attention(*sets[0], HEADS, causal)[:1]
+    q1, k1, v1 = (reference.split_heads(t[:1], HEADS) for t in sets[0])
+    ref = reference.merge_heads(reference.attention(q1, k1, v1, causal))
+    with strict_float32():
+        t32 = reference.merge_heads(reference.attention(q1, k1, v1, causal, dtype=torch.float32))
+    recheck = assert_close(out, ref, t32, what="timed output (batch item 0)", dims=MODULE_DIMS,
+                           context=dict(B=b, S=s, causal=causal))
+    del out, ref, t32
     d = HIDDEN // HEADS
     flops = 4.0 * b * HEADS * s * s * d / (2 if causal else 1)
     tflops = flops / cmp.candidate.median_ms / 1e9
@@ -281,6 +292,7 @@ def test_core_speed(cfg, record):
     label = _config_label(b, s, causal)
     record(
         "core_speedup", **cmp.as_dict(), config=label, custom_tflops=tflops, sdpa_tflops=sdpa_tflops,
+        timed_output_error=recheck.max_abs_error, timed_output_allowed=recheck.allowed,
         display=(
             f"task4 core vs SDPA float32, {label}: {cmp.candidate.median_ms:.3f} ms "
             f"({tflops:.1f} TFLOP/s) vs {cmp.baseline.median_ms:.3f} ms ({sdpa_tflops:.1f} TFLOP/s), "
