@@ -28,7 +28,7 @@ if [ "$PART" = suite ]; then
   for p in $pids; do wait "$p" || echo "a prebuild failed (pid $p)"; done
   tail -n 2 /tmp/build-*.log | tee -a "$OUT/$PART.log"
   stamp "pytest (the README's test command)" | tee -a "$OUT/$PART.log"
-  timeout 500 python3 -m pytest -rfEs --durations=15 2>&1 | tee "$OUT/pytest.log" | tail -n 80 >> "$OUT/$PART.log"
+  timeout 450 python3 -m pytest -rfEs --durations=15 2>&1 | tee "$OUT/pytest.log" | tail -n 80 >> "$OUT/$PART.log"
   stamp "done" | tee -a "$OUT/$PART.log"
   tail -n 80 "$OUT/$PART.log"
 else
