@@ -15,12 +15,13 @@
 
 #include <torch/extension.h>
 
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <string>
 
 // ============================================================================
 // Provided: input checks, layout helpers, shared-memory set-up
