@@ -29,6 +29,8 @@ from .class_results import (
 
 #: Node-local folder (under it, one per GPU set) that array tasks share for CUDA builds.
 DEFAULT_NODE_CACHE = "/tmp/attn-kit-build-cache-{user}"
+#: Array tasks per job: Slurm's default MaxArraySize is 1001 (indices 0-1000); larger classes get several arrays.
+MAX_ARRAY_TASKS = 1000
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED", "RESV_DEL_HOLD"}
 
 
@@ -201,8 +203,8 @@ def job_script(*, students_file: Path, n: int, submissions_dir: Path, results_di
 
 def submit(submissions_dir: Path, results_dir: Path, opts: SbatchOptions, grader_args: list[str], *,
            force: bool = False, dry_run: bool = False, node_cache: str | None = DEFAULT_NODE_CACHE,
-           python: str = sys.executable, out=sys.stdout) -> tuple[int, str | None]:
-    """Write the array's script and submit it. Returns (0 or an exit code, job id or None)."""
+           python: str = sys.executable, out=sys.stdout) -> tuple[int, list[str]]:
+    """Write the array scripts and submit them. Returns (0 or 1, the job ids submitted)."""
     submissions_dir, results_dir = submissions_dir.resolve(), results_dir.resolve()
     p, note = plan(submissions_dir, results_dir, force=force)
     for name, why in p.problems:
@@ -215,43 +217,68 @@ def submit(submissions_dir: Path, results_dir: Path, opts: SbatchOptions, grader
         print(f"  queued: {student} ({where})", file=out)
     if not p.submit:
         print("nothing to submit" + ("" if force else " (--force grades finished submissions again)"), file=out)
-        return 0, None
-    batch = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-    folder = results_dir / SLURM_DIR / ("dry-run" if dry_run else batch)
-    folder.mkdir(parents=True, exist_ok=True)
-    (results_dir / SLURM_DIR / "logs").mkdir(exist_ok=True)
-    students_file = folder / "students.txt"
-    students_file.write_text("".join(s + "\n" for s in p.submit))
+        return 0, []
+    if not dry_run and shutil.which("sbatch") is None:
+        print("error: sbatch not found (run this on a Slurm login node, or use --dry-run)", file=sys.stderr)
+        return 1, []
+    (results_dir / SLURM_DIR / "logs").mkdir(parents=True, exist_ok=True)
     cache = node_cache.format(user=getpass.getuser()) if node_cache else None
-    script = job_script(students_file=students_file, n=len(p.submit), submissions_dir=submissions_dir,
-                        results_dir=results_dir, opts=opts, grader_args=grader_args, python=python,
-                        node_cache=cache)
-    script_path = folder / "job.sbatch"
-    script_path.write_text(script)
-    script_path.chmod(0o755)
-    if dry_run:
-        print(f"dry run: the script is {script_path} (not submitted):\n", file=out)
-        print(script, file=out)
-        return 0, None
-    if shutil.which("sbatch") is None:
-        print(f"error: sbatch not found (run this on a Slurm login node, or use --dry-run); the script is {script_path}",
-              file=sys.stderr)
-        return 1, None
-    proc = _run(["sbatch", "--parsable", str(script_path)], timeout=120)
-    if proc is None or proc.returncode != 0:
-        err = (proc.stderr or proc.stdout).strip() if proc else "sbatch did not answer"
-        print(f"error: sbatch failed: {err}\nthe script is {script_path}", file=sys.stderr)
-        return 1, None
-    job_id = proc.stdout.strip().split(";")[0]
-    record = dict(job_id=job_id, batch=batch, script=str(script_path), students_file=str(students_file),
-                  count=len(p.submit), submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  submissions=str(submissions_dir), grader_args=grader_args)
-    with open(results_dir / SLURM_DIR / JOBS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(f"submitted array job {job_id}: {len(p.submit)} submission(s); script {script_path}", file=out)
-    print(f"results: {results_dir}/<student>/, logs: {results_dir / SLURM_DIR / 'logs'}/{job_id}_<index>.log", file=out)
-    print(job_id, file=out)
-    return 0, job_id
+    stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    chunks = [p.submit[i:i + MAX_ARRAY_TASKS] for i in range(0, len(p.submit), MAX_ARRAY_TASKS)]
+    jobs = []
+    for n, students in enumerate(chunks):
+        batch = stamp + (f"-{n}" if len(chunks) > 1 else "")
+        folder = results_dir / SLURM_DIR / ("dry-run" + (f"-{n}" if len(chunks) > 1 else "") if dry_run else batch)
+        folder.mkdir(parents=True, exist_ok=True)
+        students_file = folder / "students.txt"
+        students_file.write_text("".join(s + "\n" for s in students))
+        script = job_script(students_file=students_file, n=len(students), submissions_dir=submissions_dir,
+                            results_dir=results_dir, opts=opts, grader_args=grader_args, python=python,
+                            node_cache=cache)
+        script_path = folder / "job.sbatch"
+        script_path.write_text(script)
+        script_path.chmod(0o755)
+        if dry_run:
+            print(f"dry run: the script is {script_path} (not submitted):\n", file=out)
+            print(script, file=out)
+            continue
+        proc = _run(["sbatch", "--parsable", str(script_path)], timeout=120)
+        if proc is None or proc.returncode != 0:
+            err = (proc.stderr or proc.stdout).strip() if proc else "sbatch did not answer"
+            print(f"error: sbatch failed: {err}\nthe script is {script_path}", file=sys.stderr)
+            return 1, jobs
+        job_id = proc.stdout.strip().split(";")[0]
+        record = dict(job_id=job_id, batch=batch, script=str(script_path), students_file=str(students_file),
+                      count=len(students), submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      submissions=str(submissions_dir), grader_args=grader_args)
+        with open(results_dir / SLURM_DIR / JOBS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"submitted array job {job_id}: {len(students)} submission(s); script {script_path}", file=out)
+        jobs.append(job_id)
+    if jobs:
+        print(f"results: {results_dir}/<student>/, logs: {results_dir / SLURM_DIR / 'logs'}/<job>_<index>.log; "
+              f"progress: python -m grader status {results_dir}", file=out)
+        print(" ".join(jobs), file=out)  # last line: the job id(s), for scripts
+    return 0, jobs
+
+
+def log_verdict(log: Path) -> str:
+    """What Slurm wrote at the end of an array task's log when it stopped the task (or "")."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    for marker, text in (("DUE TO TIME LIMIT", "Slurm stopped it at the time limit (raise --time)"),
+                         ("DUE TO NODE FAILURE", "its node failed"),
+                         ("DUE TO PREEMPTION", "it was preempted"),
+                         ("oom-kill", "it ran out of memory (add --sbatch-arg=--mem=...)"),
+                         ("CANCELLED AT", "it was cancelled")):
+        if marker in tail:
+            return text
+    return ""
 
 
 # ------------------------------------------------------------------ status
@@ -290,6 +317,9 @@ def status(results_dir: Path, submissions_dir: Path | None = None) -> dict:
         else:
             entry["state"] = "failed"
             why = [r.detail or r.state]
+            verdict = log_verdict(Path(entry["log"])) if key else ""
+            if verdict:
+                why.append(verdict)
             if key and key in acct:
                 why.append(f"Slurm: {acct[key]}")
             elif r.job and "exit_code" in r.job and r.state != "no result":

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.slurm import SbatchOptions, plan, submit
+import grader.slurm as slurm_mod
+from grader.slurm import SbatchOptions, log_verdict, plan, submit
 from harness.tasks import REPO_ROOT
 
 SOLUTIONS = REPO_ROOT / "solutions"
@@ -118,6 +119,23 @@ def test_plan_skips_finished_results_only(tmp_path):
     assert p.submit == ["broken", "stubs"] and p.done == ["reference"]
     p, _ = plan(subs, res, force=True)
     assert p.submit == ["broken", "reference", "stubs"]
+
+
+def test_a_large_class_is_split_into_arrays_slurm_accepts(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurm_mod, "MAX_ARRAY_TASKS", 2)
+    subs, res = make_class(tmp_path / "subs"), tmp_path / "res"
+    submit(subs, res, SbatchOptions(), [], dry_run=True, out=open(os.devnull, "w"))
+    first, second = res / "_slurm" / "dry-run-0", res / "_slurm" / "dry-run-1"
+    assert (first / "students.txt").read_text() == "broken\nreference\n" and "--array=0-1\n" in (first / "job.sbatch").read_text()
+    assert (second / "students.txt").read_text() == "stubs\n" and "--array=0-0\n" in (second / "job.sbatch").read_text()
+
+
+def test_status_reads_why_slurm_stopped_a_task(tmp_path):
+    log = tmp_path / "7_1.log"
+    log.write_text("[7_1] grading x\nslurmstepd: error: *** JOB 9 ON n1 CANCELLED AT 2025-01-01T00:00:00 DUE TO TIME LIMIT ***\n")
+    assert "time limit" in log_verdict(log)
+    log.write_text("[7_1] grading x\n")
+    assert log_verdict(log) == "" and log_verdict(tmp_path / "nope.log") == ""
 
 
 # ------------------------------------------------------------------ on a real Slurm
