@@ -1,11 +1,11 @@
-"""Stage 2: build the task's CUDA extension(s) with the kit's own compile script."""
+"""Stage 2: build the task's CUDA extension(s) with the kit's own compile scripts."""
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.tasks import TASKS
+from harness.tasks import EXTENSIONS, TASKS
 
 from .proc import ProcResult, run_process
 from .stage import Stage
@@ -18,16 +18,32 @@ class BuildResult:
     proc: ProcResult
 
 
+def compile_modules(stage: Stage) -> list[str]:
+    """The pristine compile scripts that build what the task imports.
+
+    A task with its own ``compile.py`` uses it; one without (tasks 6 and 7 run the
+    kernels of tasks 4 and 5) uses the compile scripts of the tasks that own them.
+    """
+    if (stage.folder / stage.task / "compile.py").exists():
+        return [f"{stage.task}.compile"]
+    owners = sorted({EXTENSIONS[e].task for e in TASKS[stage.task].extensions}, key=lambda t: TASKS[t].number)
+    return [f"{t}.compile" for t in owners]
+
+
 def build_task(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path) -> BuildResult | None:
-    """Run the pristine ``python -m taskN.compile`` in the staged folder; None if nothing to build."""
+    """Run the task's compile script(s) in the staged folder; None if nothing to build."""
     if not TASKS[stage.task].extensions:
         return None
-    proc = run_process(
-        [sys.executable, "-m", f"{stage.task}.compile"],
-        cwd=stage.folder, env=env, timeout_s=timeout_s, log_path=logs / f"{stage.task}-build.log",
-    )
-    if proc.timed_out:
-        return BuildResult(False, f"the build took longer than {timeout_s:.0f} s and was stopped", proc)
-    if proc.returncode != 0:
-        return BuildResult(False, "the CUDA code did not compile (the compiler's message is in the report)", proc)
+    proc = None
+    for module in compile_modules(stage):
+        proc = run_process(
+            [sys.executable, "-m", module],
+            cwd=stage.folder, env=env, timeout_s=timeout_s,
+            log_path=logs / f"{stage.task}-build-{module.split('.')[0]}.log",
+        )
+        if proc.timed_out:
+            return BuildResult(False, f"the build took longer than {timeout_s:.0f} s and was stopped", proc)
+        if proc.returncode != 0:
+            return BuildResult(False, "the CUDA code did not compile (the compiler's message is in the report)", proc)
+    assert proc is not None
     return BuildResult(True, f"built in {proc.seconds:.0f} s", proc)

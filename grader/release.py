@@ -23,6 +23,7 @@ from pathlib import Path
 from harness.tasks import REPO_ROOT, TASKS, task_names
 
 from .builder import build_task
+from . import rubric as rubric_mod
 from .pipeline import child_env
 from .runner import run_tests
 from .scoring import cases_of
@@ -36,7 +37,12 @@ _CU_DEF = re.compile(
     r"|#\s*define\s+([A-Za-z_]\w*)"
     r"|\b(?:struct|class|using)\s+([A-Za-z_]\w*)"
 )
-_KEYWORDS = {"if", "for", "while", "switch", "return", "sizeof", "catch", "main"}
+#: C++ words the definition pattern can catch that are not names of anything.
+_KEYWORDS = {
+    "if", "for", "while", "switch", "return", "sizeof", "catch", "main", "constexpr", "const",
+    "static", "inline", "volatile", "decltype", "alignof", "alignas", "noexcept", "static_assert",
+    "template", "typename", "operator", "else", "do", "case", "default", "namespace",
+}
 
 
 def kit_files(root: Path = REPO_ROOT) -> list[str]:
@@ -125,6 +131,7 @@ def release(out_dir: Path, *, build: bool = True, tests: bool = True, root: Path
         if not env["ATTN_KIT_CUDA_ARCH"]:
             env.pop("ATTN_KIT_CUDA_ARCH")
         logs = Path(tmp) / "logs"
+        rubric = rubric_mod.load()
         present = [t for t in task_names(existing_only=True) if all((out_dir / f).exists() for f in TASKS[t].tests)]
         if build:
             print("3. every CUDA stub compiles")
@@ -141,8 +148,14 @@ def release(out_dir: Path, *, build: bool = True, tests: bool = True, root: Path
                 failed = [c for c in cases if c.outcome == "failed"]
                 unclean = [c for c in failed if not c.not_implemented]
                 skipped = sum(c.outcome == "skipped" for c in cases)
-                clean = run.problem is None and not unclean and (failed or skipped == len(cases))
+                # A stub must earn nothing: no case of a graded check may pass. (Tests of
+                # provided parts, such as input checks or RoPE, may.)
+                graded = {t for check in rubric.tasks[task].checks for t in check.tests}
+                earned = [c for c in cases if c.outcome == "passed" and c.function in graded]
+                clean = run.problem is None and not unclean and not earned
                 detail = f"{len(failed)} not implemented, {skipped} skipped"
+                if earned:
+                    detail += f"; {len(earned)} graded case(s) PASS on the stub, e.g. {earned[0].nodeid}"
                 if unclean:
                     detail += f"; {len(unclean)} failed otherwise, e.g. {unclean[0].nodeid}: {unclean[0].message[:300]}"
                 if run.problem:

@@ -17,6 +17,8 @@ memory per kernel: useful when tuning).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -26,6 +28,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 from .impl import source_path
 from .tasks import EXTENSIONS, REPO_ROOT, TASKS
@@ -97,6 +100,27 @@ def _build_dir(name: str, sources: list[Path], archs: str, group: str) -> Path:
 KEEP_BUILDS = 4
 
 
+#: Our own lock in each build folder. Unlike PyTorch's lock file, which a killed build
+#: leaves behind (and every later build then waits on forever), an flock is released
+#: by the operating system when its process dies.
+LOCK_NAME = ".attn-kit.lock"
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path, blocking: bool = True) -> Iterator[bool]:
+    """Hold the folder's lock; yields False if ``blocking`` is off and another process holds it."""
+    with open(build_dir / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _prune_old_builds(build_dir: Path) -> None:
     siblings = sorted(
         (p for p in build_dir.parent.glob(build_dir.name.rsplit("-", 1)[0] + "-*") if p.is_dir()),
@@ -104,8 +128,11 @@ def _prune_old_builds(build_dir: Path) -> None:
         reverse=True,
     )
     for old in siblings[KEEP_BUILDS:]:
-        if old != build_dir:
-            shutil.rmtree(old, ignore_errors=True)
+        if old == build_dir:
+            continue
+        with _build_lock(old, blocking=False) as free:
+            if free:  # never delete a folder another process is building in
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _copy_sources(sources: list[Path], build_dir: Path) -> list[Path]:
@@ -140,12 +167,21 @@ def build_sources(name: str, sources: list[Path], group: str, *, verbose: bool =
             f"this PyTorch ({torch.__version__}) was built without CUDA, so it cannot "
             "compile CUDA extensions. Install a CUDA build of PyTorch (see README, Set-up).",
         )
-    from torch.utils import cpp_extension
-
     archs = target_archs()
     build_dir = _build_dir(name, sources, archs, group)
-    copies = _copy_sources(sources, build_dir)
-    _prune_old_builds(build_dir)
+    with _build_lock(build_dir):
+        # Holding our lock, no live build of ours is in this folder: a PyTorch lock
+        # file here was left by a build that was killed, and would block forever.
+        (build_dir / "lock").unlink(missing_ok=True)
+        copies = _copy_sources(sources, build_dir)
+        _prune_old_builds(build_dir)
+        return _load(name, sources, copies, build_dir, archs, verbose)
+
+
+def _load(name: str, sources: list[Path], copies: list[Path], build_dir: Path, archs: str,
+          verbose: bool) -> ModuleType:
+    from torch.utils import cpp_extension
+
     cuda_flags = list(NVCC_FLAGS)
     if os.environ.get(PTXAS_VERBOSE_ENV) == "1":
         cuda_flags.append("-Xptxas=-v")

@@ -1,5 +1,6 @@
 """The build helper reports a compile error in full and exits non-zero."""
 import shutil
+import signal
 
 import pytest
 import torch
@@ -10,6 +11,9 @@ needs_cuda_toolkit = pytest.mark.skipif(
     torch.version.cuda is None or shutil.which("nvcc") is None,
     reason="needs nvcc and a CUDA build of PyTorch to compile extensions",
 )
+
+#: Seconds a failing build may take here before the test calls it a hang.
+STALE_LOCK_LIMIT_S = 600
 
 BROKEN_KERNEL = r"""
 #include <torch/extension.h>
@@ -28,7 +32,16 @@ def test_compile_error_is_surfaced_and_fails_the_command(tmp_path, monkeypatch, 
     monkeypatch.setenv("ATTN_KIT_IMPL", str(tmp_path))
     monkeypatch.setenv("ATTN_KIT_BUILD_DIR", str(tmp_path / "build"))
     monkeypatch.setenv("ATTN_KIT_CUDA_ARCH", "9.0")  # one architecture keeps the test quick
-    status = build.compile_main("task2", [])
+    # A lock file left by a killed build must not make this build wait forever.
+    src = tmp_path / "task2" / "attention_kernel.cu"
+    stale = build._build_dir("custom_self_attention", [src], "9.0", "task2") / "lock"
+    stale.write_text("")
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the build hung on a stale lock file"))
+    signal.alarm(STALE_LOCK_LIMIT_S)
+    try:
+        status = build.compile_main("task2", [])
+    finally:
+        signal.alarm(0)
     err = capsys.readouterr().err
     assert status != 0
     assert "undeclared_variable" in err and "FAILED" in err
