@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
 import torch
@@ -32,22 +31,13 @@ import torch.nn.functional as F
 from harness import reference
 from harness.build import load_extension
 from harness.compare import compare, strict_float32
-from harness.timing import time_function
+from harness.timing import copy_bandwidth, time_function
 
 HIDDEN, HEADS = 4096, 32
 #: The two target configurations of the issue, then two more shapes for context.
 DEFAULT_CONFIGS = ["16x1024", "1x32768", "4x4096", "64x512"]
 SWEEP = [0, 1, 4, 16, 64, 256]
 TARGET_FRACTION = 0.60
-
-
-def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 20) -> float:
-    """Bytes/s of a device-to-device copy, counting bytes read plus bytes written."""
-    src = torch.empty(nbytes // 4, device="cuda").uniform_()
-    dst = torch.empty_like(src)
-    timing = time_function(lambda d, s: d.copy_(s), [(dst, src)], warmup=3, min_reps=reps, max_reps=reps, flush_l2=False)
-    del src, dst
-    return 2 * nbytes / (timing.median_ms / 1e3)
 
 
 def sdpa_decode(q, k, v, heads):

@@ -57,6 +57,8 @@ EXTENSIONS: dict[str, Extension] = {
         Extension(
             "custom_flash_attention_decode", "task5", ("task5/attention_kernel.cu",)
         ),
+        # Provided (students don't edit it): task 6's weight-streaming linear layers for decode.
+        Extension("decode_linear", "task6", ("task6/decode_linear.cu",)),
     )
 }
 
@@ -103,7 +105,7 @@ TASKS: dict[str, Task] = {
             "task6",
             "An end-to-end model: prefill, then decode",
             editable=("task6/model.py",),
-            extensions=("custom_flash_attention", "custom_flash_attention_decode"),
+            extensions=("custom_flash_attention", "custom_flash_attention_decode", "decode_linear"),
             needs_gpu=True,
             tests=("task6/test.py",),
         ),

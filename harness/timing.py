@@ -254,3 +254,17 @@ def compare_speed(
         speedup_p25=_quantile(ratios, 0.25),
         speedup_p75=_quantile(ratios, 0.75),
     )
+
+
+#: Size of the copy that measures memory bandwidth: far larger than any L2.
+COPY_BANDWIDTH_BYTES = 1 << 30
+
+
+def copy_bandwidth(nbytes: int = COPY_BANDWIDTH_BYTES, reps: int = 20, device="cuda") -> float:
+    """The practical ceiling of GPU memory, in bytes/s: a large device-to-device copy,
+    counting bytes read plus bytes written (median of ``reps``, CUDA events)."""
+    src = torch.empty(nbytes // 4, device=device).uniform_()
+    dst = torch.empty_like(src)
+    timing = time_function(lambda d, s: d.copy_(s), [(dst, src)], warmup=3, min_reps=reps, max_reps=reps, flush_l2=False)
+    del src, dst
+    return 2 * nbytes / (timing.median_ms / 1e3)

@@ -6,7 +6,7 @@
 #    it to task7/model, while the reference solutions' task-4 and task-5 extensions build in parallel;
 # 2. python3 -m task7.inference with the reference solutions (ATTN_KIT_IMPL=solutions): the verdict
 #    at every prompt length (short, 128, 256, 1024, 1984 = 2048 - 64 new tokens), batch 1 and 4;
-# 3. python3 -m pytest task7/test.py (CPU tests on the new model, test_verdict on the GPU).
+# 3. python3 -m pytest task7/test.py (CPU tests on the new model, test_verdict on the GPU); PYTEST=0 skips it.
 # Stays under 9 minutes: training stops after 180 s of steps; the stage timeouts add up to 570 s.
 # What comes back in $OUT (at most 8 files): task7_model.tar (the model folder: extract with
 # `tar -xf task7_model.tar -C task7/`, which fills task7/model/ beside its README.md),
@@ -48,10 +48,12 @@ stamp "python3 -m task7.inference (reference solutions)"
 timeout 130 python3 -m task7.inference
 echo "inference rc=$?"
 
-stamp "python3 -m pytest task7/test.py (reference solutions)"
-timeout 150 python3 -m pytest task7/test.py -q -rfEs -p no:cacheprovider \
-  --junitxml="$OUT/pytest_junit.xml" -o junit_family=xunit1
-echo "pytest rc=$?"
+if [ "${PYTEST:-1}" = "1" ]; then  # PYTEST=0: leave the tests to a later full run
+  stamp "python3 -m pytest task7/test.py (reference solutions)"
+  timeout 150 python3 -m pytest task7/test.py -q -rfEs -p no:cacheprovider \
+    --junitxml="$OUT/pytest_junit.xml" -o junit_family=xunit1
+  echo "pytest rc=$?"
+fi
 
 if [ -d "$OUT/model" ]; then
   tar -cf "$OUT/task7_model.tar" -C "$OUT" model && rm -rf "$OUT/model"

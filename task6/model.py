@@ -17,6 +17,11 @@ Inference has two phases:
   its cache with ``update_kv_cache`` and attends over the cache's first
   ``current_pos + 1`` rows with the task-5 decode kernel.
 
+Decode is limited by how fast the weights stream from memory, so in decode the
+linear layers (with RoPE and SwiGLU fused in) run on a provided kernel,
+``decode_linear.py``; it computes exactly what the plain-PyTorch lines next to
+each call compute.
+
 ``model.attention_backend`` selects the attention: ``"custom"`` (your
 ``customAttention.forward``), ``"torch"`` (plain PyTorch, the reference the
 test compares you with) or ``"torch64"`` (the same with the attention core in
@@ -27,9 +32,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import decode_linear
 from .rope import RotaryEmbedding
 
 BACKENDS = ("custom", "torch", "torch64")
@@ -89,16 +94,16 @@ class customAttention(nn.Module):
         self.hidden_dim, self.num_heads = hidden_dim, num_heads
         self.head_dim = hidden_dim // num_heads
         self.qkv = nn.Linear(hidden_dim, 3 * hidden_dim, bias=False)  # W_q, W_k, W_v stacked
-        self.out = nn.Linear(hidden_dim, hidden_dim, bias=False)
+        self.out = decode_linear.Linear(hidden_dim, hidden_dim)  # nn.Linear, decode kernel for a few rows
         self.rotary = rotary
 
     def project(self, x: torch.Tensor, current_pos: int):
         """``x [B, S, H]`` -> contiguous ``q, k, v [B, S, H]``, with RoPE applied to q and k
-        for positions ``current_pos .. current_pos + S - 1``."""
-        q, k, v = self.qkv(x).split(self.hidden_dim, dim=-1)
-        q = self.rotary(q, current_pos, self.num_heads)
-        k = self.rotary(k, current_pos, self.num_heads)
-        return q, k, v.contiguous()
+        for positions ``current_pos .. current_pos + S - 1``.
+
+        That is ``q, k, v = self.qkv(x).split(H)``, then ``self.rotary`` on ``q`` and ``k``;
+        in decode one provided kernel does all of it (decode_linear.qkv_rope)."""
+        return decode_linear.qkv_rope(x, self.qkv.weight, self.rotary.table, current_pos, self.num_heads)
 
     def torch_forward(self, x, kv_cache, current_pos: int, core_dtype=torch.float32):
         """The reference path: the same projections and cache, attention in plain PyTorch."""
@@ -134,7 +139,10 @@ class customAttention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """``down(silu(gate(x)) * up(x))`` with a ``4 * hidden_dim`` intermediate; gate and up in one matmul."""
+    """``down(silu(gate(x)) * up(x))`` with a ``4 * hidden_dim`` intermediate; gate and up in one matmul.
+
+    ``forward(x, residual)`` adds ``residual`` to the result (in decode, inside the same kernel).
+    """
 
     def __init__(self, hidden_dim: int):
         super().__init__()
@@ -142,9 +150,10 @@ class SwiGLU(nn.Module):
         self.gate_up = nn.Linear(hidden_dim, 2 * self.inner, bias=False)
         self.down = nn.Linear(self.inner, hidden_dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).split(self.inner, dim=-1)
-        return self.down(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        # = residual + self.down(F.silu(gate) * up), with gate, up = self.gate_up(x).split(self.inner, -1)
+        hidden = decode_linear.swiglu(x, self.gate_up.weight)
+        return decode_linear.linear(hidden, self.down.weight, residual)
 
 
 class DecoderLayer(nn.Module):
@@ -163,7 +172,7 @@ class DecoderLayer(nn.Module):
             core = torch.float64 if backend == "torch64" else torch.float32
             a = self.attn.torch_forward(h, kv_cache, current_pos, core)
         x = x + a
-        return x + self.mlp(self.norm2(x))
+        return self.mlp(self.norm2(x), residual=x)
 
 
 class customModel(nn.Module):
@@ -182,7 +191,7 @@ class customModel(nn.Module):
             DecoderLayer(hidden_dim, num_heads, self.rotary) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_dim)
-        self.lm_head = nn.Linear(hidden_dim, vocab_size, bias=False)
+        self.lm_head = decode_linear.Linear(hidden_dim, vocab_size)
 
     def set_attention_backend(self, backend: str) -> None:
         if backend not in BACKENDS:

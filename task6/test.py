@@ -1,8 +1,9 @@
 """Task 6 tests: the end-to-end model, prefill then 100 decode steps, on your kernels.
 
-Run ``python -m task6.test`` (after ``python -m task5.compile``, which builds both
-kernels the model uses). What is checked:
+Run ``python -m task6.test`` (after ``python -m task6.compile``, which builds your
+two kernels and the provided ``decode_linear``). What is checked:
 
+* the provided decode linear layers (``task6/decode_linear.cu``) against float64;
 * a small model against a float64 copy of itself (the kit's tolerance rule);
 * the configured model (by default the published one: B=4, a 1024-token prompt,
   hidden 4096, 32 heads, 24 layers, vocabulary 8192): the logits of the prompt
@@ -39,7 +40,7 @@ from harness.compare import CheckFailed, assert_close, compare, strict_float32
 from harness.device import DEVICES, requires_cuda
 from harness.impl import load_module
 from harness.inputs import generator, seed_for
-from harness.timing import Timing
+from harness.timing import Timing, copy_bandwidth
 
 DEVICE = "cuda"
 CONFIG_ENV = "ATTN_KIT_TASK6_CONFIG"
@@ -143,25 +144,6 @@ def timing_of(samples: list[float]) -> Timing:
     )
 
 
-def copy_bandwidth(nbytes: int = 1 << 30, reps: int = 10) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
-    src = torch.empty(nbytes // 4, device=DEVICE).uniform_()
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        dst.copy_(src)
-        e.record()
-        times.append((s, e))
-    torch.cuda.synchronize()
-    ms = statistics.median(a.elapsed_time(z) for a, z in times)
-    del src, dst
-    return 2 * nbytes / (ms / 1e3)
-
-
 # ------------------------------------------------------------------ RoPE (provided; CPU and GPU)
 @pytest.mark.parametrize("device", DEVICES)
 def test_rope(device, record):
@@ -179,6 +161,69 @@ def test_rope(device, record):
     with pytest.raises(ValueError):
         apply_rope(q, table, 64, heads)
     record("rope", passed=True)
+
+
+# ------------------------------------------------------------------ decode linear layers (provided)
+#: (op, rows M, outputs, K): odd output counts leave the last warp's row group part empty,
+#: K below 4 x 128 floats runs only the kernel's tail loop, K = 4100 both loops.
+DECODE_LINEAR_CASES = [
+    ("linear", 1, 1, 4), ("linear", 3, 7, 100), ("linear", 8, 1000, 4100), ("linear", 4, 4096, 4096),
+    ("swiglu", 1, 7, 4), ("swiglu", 4, 1000, 516), ("swiglu", 8, 64, 4100),
+    ("qkv_rope", 1, 8, 4), ("qkv_rope", 3, 128, 516), ("qkv_rope", 8, 512, 4100),
+]
+
+
+def decode_linear_run(op: str, m: int, out: int, k: int, tag: str, device=DEVICE, sets: int = 1):
+    """Random inputs for one provided decode op and a function of them.
+
+    Returns ``(fn, input_sets, weight_bytes)``; ``fn(x, w, residual)`` computes the op
+    with whatever dtype it is given (float64 inputs take the plain-PyTorch path).
+    """
+    from task6 import decode_linear as dl
+    from task6.rope import rope_table
+
+    gen = generator(tag, device)
+    rows = {"linear": out, "swiglu": 2 * out, "qkv_rope": 3 * out}[op]
+    w = torch.randn(rows, k, generator=gen, device=device) / k**0.5
+    heads = max(1, out // 64)
+    table = rope_table(out // heads, 4096, device=device) if op == "qkv_rope" else None
+    pos = 4096 - m  # the table's last rows: large angles
+
+    def fn(x, w, residual):
+        if op == "linear":
+            return dl.linear(x, w, residual)
+        if op == "swiglu":
+            return dl.swiglu(x, w)
+        return torch.cat(dl.qkv_rope(x[:, None], w, table, pos, heads), -1)[:, 0]  # each row its own sequence
+
+    inputs = []
+    for _ in range(sets):
+        x = torch.randn(m, k, generator=gen, device=device)
+        residual = torch.randn(m, out, generator=gen, device=device) if op == "linear" and m % 2 else None
+        inputs.append((x, w, residual))
+    return fn, inputs, w.numel() * 4
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("op,m,out,k", DECODE_LINEAR_CASES, ids=lambda v: str(v))
+def test_decode_linear_vs_float64(op, m, out, k, record):
+    """The provided decode kernel (task6/decode_linear.cu) computes what its PyTorch fallback computes."""
+    from task6 import decode_linear as dl
+
+    fn, [(x, w, res)], _ = decode_linear_run(op, m, out, k, f"task6/decode_linear/{op}/{m}/{out}/{k}")
+    assert dl.applies(x, w), "these inputs must take the kernel, not the fallback"
+    with torch.no_grad(), strict_float32():
+        got = fn(x, w, res)
+        previous = dl.set_enabled(False)
+        try:
+            t32 = fn(x, w, res)
+            ref64 = fn(x.double(), w.double(), None if res is None else res.double())
+        finally:
+            dl.set_enabled(previous)
+    report = assert_close(got, ref64, t32, what=f"decode_linear.{op}", dims=("row", "col"),
+                          context=dict(op=op, M=m, outputs=out, K=k))
+    record("decode_linear_error", **report.as_dict(), op=op)
 
 
 # ------------------------------------------------------------------ small model vs float64

@@ -16,7 +16,8 @@ import torch
 from grader import rubric as rubric_mod
 from grader.pipeline import run_grading
 from grader.report import validate_gradescope
-from harness.tasks import REPO_ROOT
+from harness.device import requires_cuda
+from harness.tasks import REPO_ROOT, TASKS, task_names
 
 SOLUTIONS = REPO_ROOT / "solutions"
 CPU_TASKS = ["task1", "task3"]
@@ -175,3 +176,31 @@ def test_cli_exit_codes(tmp_path):
                                "--no-reference"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "task1  2" in ok.stdout and "total 2 / 2" in ok.stdout
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_every_gpu_task_on_a_gpu(tmp_path, record):
+    """On a GPU: the reference solution gets full marks in every GPU task, the untouched stubs zero.
+
+    This is the grader's whole job over the CUDA tasks, end to end (build, tests,
+    scoring, reports); its wall time is recorded.
+    """
+    gpu_tasks = [t for t in task_names() if TASKS[t].needs_gpu]
+    rubric = rubric_mod.load()
+    ref = run_grading(SOLUTIONS, gpu_tasks, tmp_path / "ref", rubric, quiet=True)
+    assert_valid_reports(tmp_path / "ref")
+    stubs = run_grading(REPO_ROOT, gpu_tasks, tmp_path / "stubs", rubric, quiet=True, use_reference=False)
+    assert_valid_reports(tmp_path / "stubs")
+    record("gpu_grading", reference_seconds=ref["execution_time"], stub_seconds=stubs["execution_time"],
+           reference_points={t: ref["tasks"][t]["points"] for t in gpu_tasks},
+           display=f"grader over the GPU tasks {', '.join(gpu_tasks)}: reference solution "
+           f"{sum(ref['tasks'][t]['points'] for t in gpu_tasks)}/{sum(ref['tasks'][t]['max_points'] for t in gpu_tasks)} "
+           f"in {ref['execution_time']:.0f} s, stubs {sum(stubs['tasks'][t]['points'] for t in gpu_tasks)} "
+           f"in {stubs['execution_time']:.0f} s")
+    for task in gpu_tasks:
+        r = ref["tasks"][task]
+        assert r["points"] == r["max_points"], (task, r["status"], r["reason"])
+        s = stubs["tasks"][task]
+        assert s["points"] == 0, (task, s["status"], s["reason"])
+        assert s["reason"], (task, "a zero needs a reason")

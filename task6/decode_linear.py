@@ -1,0 +1,140 @@
+"""The model's linear layers in decode (provided; you don't edit this).
+
+A decode step feeds ``B`` rows (one new token per sequence) through every
+weight matrix of the model, and each weight is used for only ``B`` multiply-adds.
+The step is therefore limited by how fast the weights stream out of GPU memory
+(the "weight-streaming floor" the test prints), and a library GEMM tuned for
+large products, plus one launch per small elementwise op around it, leaves a
+good part of that bandwidth unused. ``decode_linear.cu`` streams each weight
+matrix once, with the elementwise work fused into the same pass:
+
+* :func:`linear`: ``x @ w.T`` (plus an optional residual), the out- and
+  down-projections and the LM head;
+* :func:`swiglu`: ``silu(x @ Wg.T) * (x @ Wu.T)`` from the stacked ``[Wg; Wu]``;
+* :func:`qkv_rope`: ``q, k, v`` from the stacked ``W_qkv``, RoPE already applied
+  to ``q`` and ``k``.
+
+Each function computes exactly what its plain-PyTorch fallback computes (float32,
+summed in another order). The fast path runs for float32 CUDA inputs of at most
+``MAX_ROWS`` rows outside autograd; everything else (the prefill, float64 copies of
+the model, CPU) takes the fallback. ``ATTN_KIT_DECODE_LINEAR=0`` (or
+:func:`set_enabled`) turns the fast path off everywhere, to compare.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .rope import apply_rope
+
+#: Set to "0" to run every linear layer with plain PyTorch.
+ENABLE_ENV = "ATTN_KIT_DECODE_LINEAR"
+#: Most rows (batch x new tokens) the kernel takes; larger inputs are a prefill.
+MAX_ROWS = 8
+
+_state = {"enabled": os.environ.get(ENABLE_ENV, "1") != "0", "ext": None}
+
+
+def set_enabled(enabled: bool) -> bool:
+    """Turn the fast path on or off; returns the previous setting."""
+    previous = _state["enabled"]
+    _state["enabled"] = bool(enabled)
+    return previous
+
+
+def extension():
+    """The compiled ``decode_linear`` extension (built on first use, like the tasks' kernels)."""
+    if _state["ext"] is None:
+        from harness.build import load_extension
+
+        _state["ext"] = load_extension("decode_linear")
+    return _state["ext"]
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    return t.data_ptr() % 16 == 0
+
+
+def applies(rows: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the kernel can compute ``rows [M, K] @ weight.T``."""
+    return (
+        _state["enabled"]
+        and rows.is_cuda
+        and rows.dim() == 2
+        and rows.dtype == weight.dtype == torch.float32
+        and weight.device == rows.device
+        and 1 <= rows.shape[0] <= MAX_ROWS
+        and rows.shape[1] % 4 == 0
+        and rows.stride(1) == 1
+        and rows.stride(0) % 4 == 0
+        and weight.is_contiguous()
+        and _aligned(rows)
+        and _aligned(weight)
+        # The kernel has no backward: inside autograd, PyTorch does the work.
+        and not (torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad))
+    )
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T`` (``+ residual``), ``x [..., K]``, ``weight [N, K]`` -> ``[..., N]``."""
+    rows = _rows(x)
+    if applies(rows, weight) and (residual is None or residual.dtype == torch.float32):
+        res = None if residual is None else _rows(residual.expand(*x.shape[:-1], weight.shape[0]))
+        if res is None or res.stride(1) == 1:
+            out = extension().linear(rows, weight, res)
+            return out.view(*x.shape[:-1], weight.shape[0])
+    y = F.linear(x, weight)
+    return y if residual is None else residual + y
+
+
+def swiglu(x: torch.Tensor, gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(x @ Wg.T) * (x @ Wu.T)`` where ``gate_up = [Wg; Wu]`` (``[2I, K]``) -> ``[..., I]``."""
+    rows = _rows(x)
+    if applies(rows, gate_up) and gate_up.shape[0] % 2 == 0:
+        return extension().swiglu(rows, gate_up).view(*x.shape[:-1], gate_up.shape[0] // 2)
+    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def qkv_rope(x: torch.Tensor, w_qkv: torch.Tensor, table: torch.Tensor, current_pos: int, num_heads: int):
+    """``q, k, v`` (each ``[B, S, H]``, contiguous) from ``x [B, S, K]`` and the stacked ``w_qkv [3H, K]``,
+    with RoPE (``table``: :func:`task6.rope.rope_table`) applied to ``q`` and ``k`` for positions
+    ``current_pos .. current_pos + S - 1``."""
+    b, s, _ = x.shape
+    hidden = w_qkv.shape[0] // 3
+    head_dim = hidden // num_heads
+    if current_pos < 0 or current_pos + s > table.shape[0]:
+        raise ValueError(
+            f"RoPE positions [{current_pos}, {current_pos + s}) exceed the table of "
+            f"{table.shape[0]} positions (the model's max_seq_len)"
+        )
+    rows = _rows(x)
+    if (
+        applies(rows, w_qkv)
+        and w_qkv.shape[0] % 3 == 0
+        and hidden % 4 == 0
+        and head_dim % 2 == 0
+        and table.dtype == torch.complex64
+        and table.is_contiguous()
+        and table.device == x.device
+    ):
+        q, k, v = extension().qkv_rope(rows, w_qkv, torch.view_as_real(table), head_dim, current_pos, s)
+        return q.view(b, s, hidden), k.view(b, s, hidden), v.view(b, s, hidden)
+    q, k, v = F.linear(x, w_qkv).split(hidden, dim=-1)
+    return apply_rope(q, table, current_pos, num_heads), apply_rope(k, table, current_pos, num_heads), v.contiguous()
+
+
+class Linear(torch.nn.Linear):
+    """``nn.Linear`` (no bias) whose forward takes the decode kernel when it applies."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight)
