@@ -41,8 +41,8 @@ def linear_rows(cfg: dict) -> list[dict]:
     """The decode-size linear layers of the configuration, each timed both ways."""
     h, m = cfg["hidden"], cfg["batch"]
     shapes = [("qkv_rope", h, h), ("linear", h, h), ("swiglu", 4 * h, h), ("linear", h, 4 * h),
-              ("linear", cfg["vocab"], h)]
-    names = ["qkv + RoPE", "out-projection", "gate/up + SwiGLU", "down-projection", "LM head"]
+              ("linear", cfg["vocab"], h), ("layer_norm", h, h)]
+    names = ["qkv + RoPE", "out-projection", "gate/up + SwiGLU", "down-projection", "LM head", "LayerNorm"]
     rows = []
     for name, (op, out, k) in zip(names, shapes):
         fn, inputs, nbytes = decode_linear_run(op, m, out, k, f"bench/{op}/{out}/{k}", sets=2)

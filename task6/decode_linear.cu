@@ -16,20 +16,27 @@
 //
 //   y[m, n] = sum_k x[m, k] * w[n, k]         x: [M, K], w: [N, K] (nn.Linear layout)
 //
-// * one warp computes R = 4 outputs n for all M rows; lane l reads the float4s
-//   l, l + 32, ... of those 4 weight rows, so a warp's loads are 512 contiguous
-//   bytes (coalesced) and each lane has U x R = 16 loads in flight before it
-//   uses the first (enough bytes in flight to cover the memory latency);
+// * one block computes R = 4 outputs n for all M rows, and its W = 4 warps split
+//   K between them: thread t of the block reads the float4s t, t + 128, ... of
+//   those 4 weight rows, so a warp's loads are 512 contiguous bytes (coalesced)
+//   and each lane has U x R = 16 loads in flight before it uses the first.
+//   Splitting K (rather than giving each warp its own outputs) gives a layer
+//   with N = 4096 outputs 4096 warps instead of 1024: enough bytes in flight on
+//   every multiprocessor to cover the memory latency;
 // * weights are loaded with __ldcs ("streaming": read once, evict first) and
 //   the small x with __ldg (read-only, stays in L1 for every warp of the SM);
-// * the 32 lanes' partial sums are added with warp shuffles, then an epilogue
-//   writes the result:
+// * the partial sums are added with warp shuffles, then across the block's
+//   warps in shared memory, and an epilogue writes the result:
 //     kStore    y (+ residual)                    out-projection, down-projection, LM head
 //     kSwiGLU   silu(x Wg^T) * (x Wu^T)            w = [Wg; Wu] (gate rows, then up rows)
 //     kQkvRope  q, k, v = split(x Wqkv^T), RoPE on q and k (adjacent outputs 2i, 2i+1 are a
 //               rotation pair, and they sit in the same warp).
 // Accumulation is float32 in a different order than cuBLAS: the results differ
 // in the last bits, well inside the kit's tolerance.
+//
+// The decoder's LayerNorms run here too (layer_norm): PyTorch's kernel takes
+// about 8 us for 4 rows of 4096 on an H100, one block per row with the row in
+// registers about half that, and the model runs 49 of them per step.
 
 #include <torch/extension.h>
 
@@ -42,7 +49,7 @@
 
 namespace {
 
-constexpr int kWarps = 4;    // warps per block (128 threads)
+constexpr int kWarps = 4;    // warps per block (128 threads), splitting K
 constexpr int kRows = 4;     // R: weight rows (outputs) per warp
 constexpr int kUnroll = 4;   // U: float4 steps along K loaded before use
 constexpr int kMaxM = 8;     // most input rows handled by one launch
@@ -87,10 +94,9 @@ __device__ __forceinline__ int weight_row(const Params& p, int g, int r) {
 
 template <int MAXM, int EPI>
 __global__ void __launch_bounds__(kWarps * 32)
-decode_linear_kernel(const Params p, int n_groups) {
-  const int lane = threadIdx.x % 32;
-  const int g = blockIdx.x * kWarps + threadIdx.x / 32;
-  if (g >= n_groups) return;
+decode_linear_kernel(const Params p) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = blockIdx.x;  // this block's row group
 
   // Rows past the end (the last group of an odd size) re-read a valid row; their
   // results are never stored.
@@ -114,27 +120,28 @@ decode_linear_kernel(const Params p, int n_groups) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) acc[m][r] = 0.f;
 
+  constexpr int kStride = kWarps * 32;  // float4s of a row the whole block covers per step
   const int k4 = p.k / 4;
-  int i = lane;
-  // Main loop: U steps of 32 float4 per row, all weight loads issued first.
-  for (; i + (kUnroll - 1) * 32 < k4; i += kUnroll * 32) {
+  int i = threadIdx.x;
+  // Main loop: U steps of the block's stride, all weight loads issued first.
+  for (; i + (kUnroll - 1) * kStride < k4; i += kUnroll * kStride) {
     float4 wv[kUnroll][kRows];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) wv[u][r] = __ldcs(wrow[r] + i + u * 32);
+      for (int r = 0; r < kRows; ++r) wv[u][r] = __ldcs(wrow[r] + i + u * kStride);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
-        const float4 xv = __ldg(xrow[m] + i + u * 32);
+        const float4 xv = __ldg(xrow[m] + i + u * kStride);
 #pragma unroll
         for (int r = 0; r < kRows; ++r) acc[m][r] += dot4(wv[u][r], xv);
       }
     }
   }
-  // The rest of K (fewer than U * 32 float4 per row).
-  for (; i < k4; i += 32) {
+  // The rest of K (fewer than U steps).
+  for (; i < k4; i += kStride) {
     float4 wv[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) wv[r] = __ldcs(wrow[r] + i);
@@ -146,13 +153,29 @@ decode_linear_kernel(const Params p, int n_groups) {
     }
   }
 
-  // Sum the 32 lanes' partial dot products (butterfly: every lane gets every sum).
+  // Sum the 32 lanes' partial dot products (butterfly: every lane gets every sum),
+  // then the warps' sums through shared memory; warp 0 finishes.
 #pragma unroll
   for (int off = 16; off > 0; off /= 2)
 #pragma unroll
     for (int m = 0; m < MAXM; ++m)
 #pragma unroll
       for (int r = 0; r < kRows; ++r) acc[m][r] += __shfl_xor_sync(0xffffffffu, acc[m][r], off);
+  __shared__ float partial[kWarps - 1][MAXM][kRows];
+  if (warp > 0 && lane == 0) {
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m)
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) partial[warp - 1][m][r] = acc[m][r];
+  }
+  __syncthreads();
+  if (warp > 0) return;
+#pragma unroll
+  for (int w = 0; w < kWarps - 1; ++w)
+#pragma unroll
+    for (int m = 0; m < MAXM; ++m)
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) acc[m][r] += partial[w][m][r];
 
   // Epilogue: lane l stores one value (kStore) or one pair (kSwiGLU, kQkvRope).
   // The selects below pick acc[m][r] for a lane-dependent (m, r) without
@@ -218,13 +241,71 @@ decode_linear_kernel(const Params p, int n_groups) {
 
 template <int EPI>
 void launch(const Params& p, int n_groups) {
-  const dim3 grid((n_groups + kWarps - 1) / kWarps), block(kWarps * 32);
+  const dim3 grid(n_groups), block(kWarps * 32);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  if (p.m <= 1) decode_linear_kernel<1, EPI><<<grid, block, 0, stream>>>(p, n_groups);
-  else if (p.m <= 2) decode_linear_kernel<2, EPI><<<grid, block, 0, stream>>>(p, n_groups);
-  else if (p.m <= 4) decode_linear_kernel<4, EPI><<<grid, block, 0, stream>>>(p, n_groups);
-  else decode_linear_kernel<8, EPI><<<grid, block, 0, stream>>>(p, n_groups);
+  if (p.m <= 1) decode_linear_kernel<1, EPI><<<grid, block, 0, stream>>>(p);
+  else if (p.m <= 2) decode_linear_kernel<2, EPI><<<grid, block, 0, stream>>>(p);
+  else if (p.m <= 4) decode_linear_kernel<4, EPI><<<grid, block, 0, stream>>>(p);
+  else decode_linear_kernel<8, EPI><<<grid, block, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// --------------------------------------------------------------------------
+// LayerNorm of a few rows: one block per row, the row held in registers, so
+// the mean and then the variance (of the centred values, as accurate as
+// PyTorch's Welford) take two block reductions and no second read.
+// --------------------------------------------------------------------------
+constexpr int kNormThreads = 256;
+constexpr int kNormMaxVec = 8;  // float4 per thread: rows up to 256 * 8 * 4 = 8192 wide
+
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // scratch may still be read from the previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < kNormThreads / 32; ++w) total += scratch[w];
+  return total;
+}
+
+__global__ void __launch_bounds__(kNormThreads)
+layer_norm_kernel(const float* __restrict__ x, int64_t x_rs, const float* __restrict__ gamma,
+                  const float* __restrict__ beta, float* __restrict__ out, int k, float eps) {
+  __shared__ float scratch[kNormThreads / 32];
+  const float4* row = reinterpret_cast<const float4*>(x + blockIdx.x * x_rs);
+  const int k4 = k / 4;
+  float4 v[kNormMaxVec];
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNormMaxVec; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    v[j] = (i < k4) ? row[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    sum += (v[j].x + v[j].y) + (v[j].z + v[j].w);
+  }
+  const float mean = block_sum(sum, scratch) / k;
+  float sq = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNormMaxVec; ++j) {
+    if (threadIdx.x + j * kNormThreads < k4) {
+      const float a = v[j].x - mean, b = v[j].y - mean, c = v[j].z - mean, d = v[j].w - mean;
+      sq += (a * a + b * b) + (c * c + d * d);
+    }
+  }
+  const float rstd = rsqrtf(block_sum(sq, scratch) / k + eps);
+  float4* dst = reinterpret_cast<float4*>(out + (int64_t)blockIdx.x * k);
+#pragma unroll
+  for (int j = 0; j < kNormMaxVec; ++j) {
+    const int i = threadIdx.x + j * kNormThreads;
+    if (i < k4) {
+      const float4 g = reinterpret_cast<const float4*>(gamma)[i];
+      const float4 b = reinterpret_cast<const float4*>(beta)[i];
+      dst[i] = make_float4((v[j].x - mean) * rstd * g.x + b.x, (v[j].y - mean) * rstd * g.y + b.y,
+                           (v[j].z - mean) * rstd * g.z + b.z, (v[j].w - mean) * rstd * g.w + b.w);
+    }
+  }
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; }
@@ -323,6 +404,30 @@ std::vector<torch::Tensor> qkv_rope(torch::Tensor x, torch::Tensor w_qkv, torch:
   return {q, k, v};
 }
 
+// layer_norm(x [M, K], weight [K], bias [K], eps) -> LayerNorm over the last dimension, [M, K]
+torch::Tensor layer_norm(torch::Tensor x, torch::Tensor weight, torch::Tensor bias, double eps) {
+  const c10::cuda::OptionalCUDAGuard guard(x.device());
+  TORCH_CHECK(x.is_cuda() && weight.device() == x.device() && bias.device() == x.device(),
+              "decode_linear.layer_norm: x, weight and bias must be on the same CUDA device");
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 &&
+                  bias.scalar_type() == torch::kFloat32,
+              "decode_linear.layer_norm: x, weight and bias must be float32");
+  TORCH_CHECK(x.dim() == 2 && x.size(0) >= 1 && x.size(0) <= kMaxM && x.stride(1) == 1 &&
+                  x.stride(0) % 4 == 0 && aligned16(x.data_ptr()),
+              "decode_linear.layer_norm: x must be [M <= 8, K] with 16-byte-aligned unit-stride rows");
+  const int64_t k = x.size(1);
+  TORCH_CHECK(k % 4 == 0 && k <= 4 * kNormThreads * kNormMaxVec && weight.is_contiguous() &&
+                  bias.is_contiguous() && weight.numel() == k && bias.numel() == k &&
+                  aligned16(weight.data_ptr()) && aligned16(bias.data_ptr()),
+              "decode_linear.layer_norm: K must be a multiple of 4 up to 8192, weight and bias contiguous [K]");
+  auto out = torch::empty({x.size(0), k}, x.options());
+  layer_norm_kernel<<<x.size(0), kNormThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      x.data_ptr<float>(), x.stride(0), weight.data_ptr<float>(), bias.data_ptr<float>(),
+      out.data_ptr<float>(), (int)k, (float)eps);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Task 6 (provided): weight-streaming linear layers for decode (M <= 8 rows)";
   m.def("linear", &linear, "x @ w.T (+ residual) for x with at most 8 rows", py::arg("x"),
@@ -332,4 +437,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("qkv_rope", &qkv_rope, "q, k, v = split(x @ w_qkv.T), RoPE on q and k", py::arg("x"),
         py::arg("w_qkv"), py::arg("rope"), py::arg("head_dim"), py::arg("pos0"),
         py::arg("rows_per_seq"));
+  m.def("layer_norm", &layer_norm, "LayerNorm over the last dimension of x with at most 8 rows",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"));
 }

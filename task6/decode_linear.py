@@ -12,7 +12,8 @@ matrix once, with the elementwise work fused into the same pass:
   down-projections and the LM head;
 * :func:`swiglu`: ``silu(x @ Wg.T) * (x @ Wu.T)`` from the stacked ``[Wg; Wu]``;
 * :func:`qkv_rope`: ``q, k, v`` from the stacked ``W_qkv``, RoPE already applied
-  to ``q`` and ``k``.
+  to ``q`` and ``k``;
+* :func:`layer_norm`: the decoder's LayerNorms, one block per row.
 
 Each function computes exactly what its plain-PyTorch fallback computes (float32,
 summed in another order). The fast path runs for float32 CUDA inputs of at most
@@ -57,24 +58,28 @@ def _aligned(t: torch.Tensor) -> bool:
     return t.data_ptr() % 16 == 0
 
 
-def applies(rows: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the kernel can compute ``rows [M, K] @ weight.T``."""
+def _fits(rows: torch.Tensor, *params: torch.Tensor) -> bool:
+    """Whether ``rows [M, K]`` and the float32 ``params`` meet the kernels' requirements."""
     return (
         _state["enabled"]
         and rows.is_cuda
         and rows.dim() == 2
-        and rows.dtype == weight.dtype == torch.float32
-        and weight.device == rows.device
+        and rows.dtype == torch.float32
         and 1 <= rows.shape[0] <= MAX_ROWS
         and rows.shape[1] % 4 == 0
         and rows.stride(1) == 1
         and rows.stride(0) % 4 == 0
-        and weight.is_contiguous()
         and _aligned(rows)
-        and _aligned(weight)
-        # The kernel has no backward: inside autograd, PyTorch does the work.
-        and not (torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad))
+        and all(p.dtype == torch.float32 and p.device == rows.device and p.is_contiguous() and _aligned(p)
+                for p in params)
+        # The kernels have no backward: inside autograd, PyTorch does the work.
+        and not (torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in params)))
     )
+
+
+def applies(rows: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the kernel can compute ``rows [M, K] @ weight.T``."""
+    return weight.dim() == 2 and weight.shape[1] == rows.shape[-1] and _fits(rows, weight)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -128,6 +133,25 @@ def qkv_rope(x: torch.Tensor, w_qkv: torch.Tensor, table: torch.Tensor, current_
         return q.view(b, s, hidden), k.view(b, s, hidden), v.view(b, s, hidden)
     q, k, v = F.linear(x, w_qkv).split(hidden, dim=-1)
     return apply_rope(q, table, current_pos, num_heads), apply_rope(k, table, current_pos, num_heads), v.contiguous()
+
+
+#: Widest row the LayerNorm kernel holds in registers (256 threads x 8 float4).
+MAX_NORM_WIDTH = 8192
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """``F.layer_norm`` over the last dimension of ``x``."""
+    rows = _rows(x)
+    if rows.shape[1] <= MAX_NORM_WIDTH and weight.numel() == bias.numel() == rows.shape[1] and _fits(rows, weight, bias):
+        return extension().layer_norm(rows, weight, bias, eps).view(x.shape)
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+class LayerNorm(torch.nn.LayerNorm):
+    """``nn.LayerNorm`` over the last dimension whose forward takes the decode kernel when it applies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps)
 
 
 class Linear(torch.nn.Linear):

@@ -3,7 +3,8 @@
 Run ``python -m task6.test`` (after ``python -m task6.compile``, which builds your
 two kernels and the provided ``decode_linear``). What is checked:
 
-* the provided decode linear layers (``task6/decode_linear.cu``) against float64;
+* the provided decode kernels (``task6/decode_linear.cu``: linear layers, LayerNorm)
+  against float64;
 * a small model against a float64 copy of itself (the kit's tolerance rule);
 * the configured model (by default the published one: B=4, a 1024-token prompt,
   hidden 4096, 32 heads, 24 layers, vocabulary 8192): the logits of the prompt
@@ -170,6 +171,7 @@ DECODE_LINEAR_CASES = [
     ("linear", 1, 1, 4), ("linear", 3, 7, 100), ("linear", 8, 1000, 4100), ("linear", 4, 4096, 4096),
     ("swiglu", 1, 7, 4), ("swiglu", 4, 1000, 516), ("swiglu", 8, 64, 4100),
     ("qkv_rope", 1, 8, 4), ("qkv_rope", 3, 128, 516), ("qkv_rope", 8, 512, 4100),
+    ("layer_norm", 1, 4, 4), ("layer_norm", 3, 100, 100), ("layer_norm", 8, 4100, 4100), ("layer_norm", 4, 8192, 8192),
 ]
 
 
@@ -178,13 +180,18 @@ def decode_linear_run(op: str, m: int, out: int, k: int, tag: str, device=DEVICE
 
     Returns ``(fn, input_sets, weight_bytes)``; ``fn(x, w, residual)`` computes the op
     with whatever dtype it is given (float64 inputs take the plain-PyTorch path).
+    For ``layer_norm`` (``out == k``), ``w`` is the scale; the shift is fixed.
     """
     from task6 import decode_linear as dl
     from task6.rope import rope_table
 
     gen = generator(tag, device)
-    rows = {"linear": out, "swiglu": 2 * out, "qkv_rope": 3 * out}[op]
-    w = torch.randn(rows, k, generator=gen, device=device) / k**0.5
+    if op == "layer_norm":
+        w = 1 + 0.1 * torch.randn(k, generator=gen, device=device)
+        shift = 0.1 * torch.randn(k, generator=gen, device=device)
+    else:
+        rows = {"linear": out, "swiglu": 2 * out, "qkv_rope": 3 * out}[op]
+        w = torch.randn(rows, k, generator=gen, device=device) / k**0.5
     heads = max(1, out // 64)
     table = rope_table(out // heads, 4096, device=device) if op == "qkv_rope" else None
     pos = 4096 - m  # the table's last rows: large angles
@@ -194,11 +201,15 @@ def decode_linear_run(op: str, m: int, out: int, k: int, tag: str, device=DEVICE
             return dl.linear(x, w, residual)
         if op == "swiglu":
             return dl.swiglu(x, w)
+        if op == "layer_norm":
+            return dl.layer_norm(x, w, shift.to(w.dtype), 1e-5)
         return torch.cat(dl.qkv_rope(x[:, None], w, table, pos, heads), -1)[:, 0]  # each row its own sequence
 
     inputs = []
     for _ in range(sets):
         x = torch.randn(m, k, generator=gen, device=device)
+        if op == "layer_norm":
+            x = 3 + 2 * x  # an offset and a scale that the normalisation must remove
         residual = torch.randn(m, out, generator=gen, device=device) if op == "linear" and m % 2 else None
         inputs.append((x, w, residual))
     return fn, inputs, w.numel() * 4
@@ -212,7 +223,8 @@ def test_decode_linear_vs_float64(op, m, out, k, record):
     from task6 import decode_linear as dl
 
     fn, [(x, w, res)], _ = decode_linear_run(op, m, out, k, f"task6/decode_linear/{op}/{m}/{out}/{k}")
-    assert dl.applies(x, w), "these inputs must take the kernel, not the fallback"
+    fast = dl._fits(x, w) if op == "layer_norm" else dl.applies(x, w)
+    assert fast, "these inputs must take the kernel, not the fallback"
     with torch.no_grad(), strict_float32():
         got = fn(x, w, res)
         previous = dl.set_enabled(False)

@@ -18,9 +18,9 @@ Inference has two phases:
   ``current_pos + 1`` rows with the task-5 decode kernel.
 
 Decode is limited by how fast the weights stream from memory, so in decode the
-linear layers (with RoPE and SwiGLU fused in) run on a provided kernel,
-``decode_linear.py``; it computes exactly what the plain-PyTorch lines next to
-each call compute.
+linear layers (with RoPE and SwiGLU fused in) and the LayerNorms run on
+provided kernels, ``decode_linear.py``; they compute what the plain-PyTorch
+lines next to each call compute.
 
 ``model.attention_backend`` selects the attention: ``"custom"`` (your
 ``customAttention.forward``), ``"torch"`` (plain PyTorch, the reference the
@@ -161,9 +161,9 @@ class SwiGLU(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, hidden_dim: int, num_heads: int, rotary: RotaryEmbedding):
         super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_dim)
+        self.norm1 = decode_linear.LayerNorm(hidden_dim)
         self.attn = customAttention(hidden_dim, num_heads, rotary)
-        self.norm2 = nn.LayerNorm(hidden_dim)
+        self.norm2 = decode_linear.LayerNorm(hidden_dim)
         self.mlp = SwiGLU(hidden_dim)
 
     def forward(self, x, kv_cache, current_pos: int, decode: bool, backend: str):
@@ -192,7 +192,7 @@ class customModel(nn.Module):
         self.layers = nn.ModuleList(
             DecoderLayer(hidden_dim, num_heads, self.rotary) for _ in range(num_layers)
         )
-        self.norm = nn.LayerNorm(hidden_dim)
+        self.norm = decode_linear.LayerNorm(hidden_dim)
         self.lm_head = decode_linear.Linear(hidden_dim, vocab_size)
 
     def set_attention_backend(self, backend: str) -> None:

