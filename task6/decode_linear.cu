@@ -75,7 +75,7 @@ struct Params {
   int rows_per_seq;       // x row m is token (m % rows_per_seq) of its sequence
 };
 
-__device__ __forceinline__ float dot4(const float4 a, const float4 b) {
+__device__ __forceinline__ float dot_product4(const float4 a, const float4 b) {
   return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
 }
 
@@ -136,7 +136,7 @@ decode_linear_kernel(const Params p) {
       for (int m = 0; m < MAXM; ++m) {
         const float4 xv = __ldg(xrow[m] + i + u * kStride);
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) acc[m][r] += dot4(wv[u][r], xv);
+        for (int r = 0; r < kRows; ++r) acc[m][r] += dot_product4(wv[u][r], xv);
       }
     }
   }
@@ -149,7 +149,7 @@ decode_linear_kernel(const Params p) {
     for (int m = 0; m < MAXM; ++m) {
       const float4 xv = __ldg(xrow[m] + i);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) acc[m][r] += dot4(wv[r], xv);
+      for (int r = 0; r < kRows; ++r) acc[m][r] += dot_product4(wv[r], xv);
     }
   }
 
@@ -308,7 +308,7 @@ layer_norm_kernel(const float* __restrict__ x, int64_t x_rs, const float* __rest
   }
 }
 
-bool aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; }
+bool is_aligned16(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; }
 
 // Checks shared by the three entry points. Python (task6/decode_linear.py)
 // decides when this path applies; these checks turn a misuse into an
@@ -322,8 +322,8 @@ Params common(const torch::Tensor& x, const torch::Tensor& w) {
               "decode_linear: x must be [M, K] and w [N, K]");
   TORCH_CHECK(x.size(0) >= 1 && x.size(0) <= kMaxM, "decode_linear: x must have 1 to 8 rows");
   TORCH_CHECK(w.is_contiguous() && x.stride(1) == 1, "decode_linear: w must be contiguous, x rows unit-stride");
-  TORCH_CHECK(w.size(1) % 4 == 0 && x.stride(0) % 4 == 0 && aligned16(x.data_ptr()) &&
-                  aligned16(w.data_ptr()),
+  TORCH_CHECK(w.size(1) % 4 == 0 && x.stride(0) % 4 == 0 && is_aligned16(x.data_ptr()) &&
+                  is_aligned16(w.data_ptr()),
               "decode_linear: K must be a multiple of 4 and x, w 16-byte aligned (float4 loads)");
   TORCH_CHECK(w.size(0) < (int64_t(1) << 31) && w.size(1) < (int64_t(1) << 31),
               "decode_linear: w is too large");
@@ -413,12 +413,12 @@ torch::Tensor layer_norm(torch::Tensor x, torch::Tensor weight, torch::Tensor bi
                   bias.scalar_type() == torch::kFloat32,
               "decode_linear.layer_norm: x, weight and bias must be float32");
   TORCH_CHECK(x.dim() == 2 && x.size(0) >= 1 && x.size(0) <= kMaxM && x.stride(1) == 1 &&
-                  x.stride(0) % 4 == 0 && aligned16(x.data_ptr()),
+                  x.stride(0) % 4 == 0 && is_aligned16(x.data_ptr()),
               "decode_linear.layer_norm: x must be [M <= 8, K] with 16-byte-aligned unit-stride rows");
   const int64_t k = x.size(1);
   TORCH_CHECK(k % 4 == 0 && k <= 4 * kNormThreads * kNormMaxVec && weight.is_contiguous() &&
                   bias.is_contiguous() && weight.numel() == k && bias.numel() == k &&
-                  aligned16(weight.data_ptr()) && aligned16(bias.data_ptr()),
+                  is_aligned16(weight.data_ptr()) && is_aligned16(bias.data_ptr()),
               "decode_linear.layer_norm: K must be a multiple of 4 up to 8192, weight and bias contiguous [K]");
   auto out = torch::empty({x.size(0), k}, x.options());
   layer_norm_kernel<<<x.size(0), kNormThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
