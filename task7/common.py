@@ -529,9 +529,13 @@ def sample_options(args) -> dict | None:
     return dict(temperature=args.temperature, top_k=args.top_k) if args.sample else None
 
 
+#: Printed between the prompt and the generated text, so a reader sees where the model starts.
+GENERATED_MARK = "｜"
+
+
 def text_block(tokenizer, prompt_ids, new_ids, full_prompt: bool) -> str:
-    """The prompt (whole, or its last lines when long) and the generated continuation, for printing."""
+    """The prompt (whole, or its last lines when long), the mark, then the generated continuation."""
     prompt = decode_text(tokenizer, prompt_ids)
     if not full_prompt and len(prompt) > 240:
         prompt = "[...]" + prompt[-240:]
-    return prompt + decode_text(tokenizer, new_ids)
+    return prompt + GENERATED_MARK + decode_text(tokenizer, new_ids)

@@ -124,6 +124,7 @@ def main(argv=None) -> int:
 
     print("=" * 78)
     print("Generated text (sequence 0 of each case; your kernels' path)")
+    print(f"{common.GENERATED_MARK} marks where the prompt ends and the model's text begins")
     print("=" * 78)
     for length, case in results:
         ours, ref = case.display["kernels"][0], case.display["reference"][0]
