@@ -31,7 +31,7 @@ import torch
 from harness.compare import compare, strict_float32
 from harness.timing import copy_bandwidth, time_function
 from task6 import decode_linear as dl
-from task6.test import CONFIGS, build_model, decode_linear_run, prompt_tokens, run_model, weight_bytes
+from task6.test import CONFIGS, build_model, decode_linear_run, prompt_tokens, run_model, timing_of, weight_bytes
 
 #: The issue's target: TBT within this factor of the weight-streaming floor.
 TARGET_RATIO = 1.3
@@ -87,8 +87,8 @@ def decode_steps(model, prompt, steps: int, backend: str) -> dict:
             model(token, cache, s + t)
     host_ms = (time.perf_counter() - t0) * 1e3 / host_steps
     torch.cuda.synchronize()
-    return dict(tbt_ms=statistics.median(run["step_ms"]), tbt_p25=statistics.quantiles(run["step_ms"], n=4)[0],
-                tbt_p75=statistics.quantiles(run["step_ms"], n=4)[2], ttft_ms=run["prefill_ms"],
+    tbt = timing_of(run["step_ms"])
+    return dict(tbt_ms=tbt.median_ms, tbt_p25=tbt.p25_ms, tbt_p75=tbt.p75_ms, ttft_ms=run["prefill_ms"],
                 host_ms_per_step=host_ms, tokens=run["tokens"], last_logits=run["steps"][-1])
 
 

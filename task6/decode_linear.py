@@ -28,7 +28,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .rope import apply_rope
+from .rope import apply_rope, check_positions
 
 #: Set to "0" to run every linear layer with plain PyTorch.
 ENABLE_ENV = "ATTN_KIT_DECODE_LINEAR"
@@ -114,11 +114,7 @@ def qkv_rope(x: torch.Tensor, w_qkv: torch.Tensor, table: torch.Tensor, current_
     b, s, _ = x.shape
     hidden = w_qkv.shape[0] // 3
     head_dim = hidden // num_heads
-    if current_pos < 0 or current_pos + s > table.shape[0]:
-        raise ValueError(
-            f"RoPE positions [{current_pos}, {current_pos + s}) exceed the table of "
-            f"{table.shape[0]} positions (the model's max_seq_len)"
-        )
+    check_positions(table, current_pos, s)  # before the kernel, which would only say "outside the table"
     rows = _rows(x)
     if (
         applies(rows, w_qkv)

@@ -32,6 +32,15 @@ def rope_table(head_dim: int, max_seq_len: int, base: float = 10000.0, device=No
     return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 
+def check_positions(table: torch.Tensor, current_pos: int, s: int) -> None:
+    """Raise ``ValueError`` unless positions ``current_pos .. current_pos + s - 1`` are in ``table``."""
+    if current_pos < 0 or current_pos + s > table.shape[0]:
+        raise ValueError(
+            f"RoPE positions [{current_pos}, {current_pos + s}) exceed the table of "
+            f"{table.shape[0]} positions (the model's max_seq_len)"
+        )
+
+
 def apply_rope(x: torch.Tensor, table: torch.Tensor, current_pos: int, num_heads: int) -> torch.Tensor:
     """Rotate ``x [B, S, H]`` (``H = num_heads * head_dim``) for positions ``current_pos .. current_pos + S - 1``.
 
@@ -39,11 +48,7 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor, current_pos: int, num_heads
     """
     b, s, h = x.shape
     head_dim = h // num_heads
-    if current_pos < 0 or current_pos + s > table.shape[0]:
-        raise ValueError(
-            f"RoPE positions [{current_pos}, {current_pos + s}) exceed the table of "
-            f"{table.shape[0]} positions (the model's max_seq_len)"
-        )
+    check_positions(table, current_pos, s)
     rot = table[current_pos : current_pos + s].view(1, s, 1, head_dim // 2)
     if x.dtype == torch.float64:
         rot = rot.to(torch.complex128)
