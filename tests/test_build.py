@@ -1,5 +1,4 @@
 """The build helper reports a compile error in full and exits non-zero."""
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,8 @@ needs_cuda_toolkit = pytest.mark.skipif(
 
 #: Seconds a failing build may take here before the test calls it a hang.
 STALE_LOCK_LIMIT_S = 600
+#: One architecture keeps the test quick.
+ONE_ARCH = "9.0"
 
 BROKEN_KERNEL = r"""
 #include <torch/extension.h>
@@ -41,12 +42,12 @@ def test_compile_error_is_surfaced_and_fails_the_command(tmp_path, monkeypatch):
     src.write_text(BROKEN_KERNEL)
     monkeypatch.setenv("ATTN_KIT_IMPL", str(tmp_path))
     monkeypatch.setenv("ATTN_KIT_BUILD_DIR", str(tmp_path / "build"))
-    monkeypatch.setenv("ATTN_KIT_CUDA_ARCH", "9.0")  # one architecture keeps the test quick
+    monkeypatch.setenv("ATTN_KIT_CUDA_ARCH", ONE_ARCH)
     # A lock file left by a killed build must not make this build wait forever.
-    stale = build._build_dir("custom_self_attention", [src], "9.0", "task2") / "lock"
+    stale = build._build_dir("custom_self_attention", [src], ONE_ARCH, "task2") / "lock"
     stale.write_text("")
     try:
-        done = subprocess.run([sys.executable, "-m", "task2.compile"], cwd=REPO_ROOT, env=dict(os.environ),
+        done = subprocess.run([sys.executable, "-m", "task2.compile"], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=STALE_LOCK_LIMIT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the build hung for {STALE_LOCK_LIMIT_S} s: a stale lock file blocked it")
