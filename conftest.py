@@ -8,6 +8,10 @@ student's handout there is no ``solutions/`` and the tests check the student's f
 import os
 from pathlib import Path
 
+from harness import spawn
+
+spawn.start_early()  # the grader's judge: the worker starts while pytest imports torch
+
 _SOLUTIONS = Path(__file__).resolve().parent / "solutions"
 if _SOLUTIONS.is_dir():
     os.environ.setdefault("ATTN_KIT_IMPL", str(_SOLUTIONS))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from harness.tasks import EXTENSIONS, TASKS
 
+from harness.remote import WORKER_BUILD_ENV, Client
+
 from .proc import ProcResult, run_process
 from .stage import Stage
 
@@ -16,6 +18,13 @@ class BuildResult:
     ok: bool
     reason: str
     proc: ProcResult
+
+
+def worker_env(stage: Stage, env: dict[str, str]) -> dict[str, str]:
+    """The environment of the submission's contained processes (no seed, no grader paths)."""
+    assert stage.worker is not None and stage.submission is not None
+    build = Path(env.get(WORKER_BUILD_ENV) or stage.worker / "build")
+    return Client(stage.worker, stage.submission, stage.folder, build_dir=build).env()
 
 
 def compile_modules(stage: Stage) -> list[str]:
@@ -31,14 +40,23 @@ def compile_modules(stage: Stage) -> list[str]:
 
 
 def build_task(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path) -> BuildResult | None:
-    """Run the task's compile script(s) in the staged folder; None if nothing to build."""
+    """Run the task's compile script(s); None if nothing to build.
+
+    A submission's build runs contained, exactly like its worker (a ``.cu`` file
+    can run code at compile time through the host compiler), writing only into
+    the build folder ``env`` names for the worker (``WORKER_BUILD_ENV``): the
+    worker's scratch for a student, the shared cache for the kit's own solutions.
+    """
     if not TASKS[stage.task].extensions:
         return None
+    cwd, cmd_env = stage.folder, env
+    if stage.worker is not None:
+        cwd, cmd_env = stage.worker, worker_env(stage, env)
     proc = None
     for module in compile_modules(stage):
         proc = run_process(
-            [sys.executable, "-m", module],
-            cwd=stage.folder, env=env, timeout_s=timeout_s,
+            [sys.executable, "-m", "harness.contained", "-m", module],
+            cwd=cwd, env=cmd_env, timeout_s=timeout_s,
             log_path=logs / f"{stage.task}-build-{module.split('.')[0]}.log",
         )
         if proc.timed_out:

@@ -16,6 +16,9 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from harness.containment import available as containment_available
+from harness.proctree import set_subreaper
+from harness.remote import WORKER_BUILD_ENV
 from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS
 
 from . import report as report_mod
@@ -25,7 +28,10 @@ from .results_check import check_results_md
 from .rubric import Rubric
 from .runner import TestRun, run_tests
 from .scoring import cases_of, geometric_mean, measured_speedups, score_task
-from .stage import stage_task
+from .stage import Unreadable, kit_hashes, read_submission_file, stage_task
+
+#: The containment this machine gives the worker (harness.containment), for every report.
+CONTAINMENT = containment_available()
 
 SOLUTIONS = REPO_ROOT / "solutions"
 
@@ -93,14 +99,18 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         result["stage_seconds"]["stage"] = round(time.perf_counter() - t0, 2)
         result["missing"], result["rejected"] = stage.missing, stage.rejected
         for rel in TASKS[task].editable:
-            if (stage.folder / rel).exists() and rel not in stage.missing:
-                result["flags"] += scan_file(stage.folder / rel, rel)
+            if (stage.submission / rel).exists() and rel not in stage.missing:
+                result["flags"] += scan_file(stage.submission / rel, rel)
         if stage.missing or any(r in TASKS[task].editable for r in stage.rejected):
             problems = [f"{m} is missing" for m in stage.missing]
             problems += [f"{r} was not taken: {why}" for r, why in stage.rejected.items() if r in TASKS[task].editable]
             result.update(status="missing files", reason="; ".join(problems))
             progress(name, result["reason"])
             return result
+        # A submission's builds stay in its own scratch, so no build can plant a module
+        # for anyone else; the kit's own solutions share the cache (built once per node).
+        trusted = self_reference or label == "reference/"
+        env[WORKER_BUILD_ENV] = env["ATTN_KIT_BUILD_DIR"] if trusted else str(stage.worker / "build")
         if TASKS[task].extensions:
             if not _can_compile_cuda():
                 result.update(status="skipped", reason="cannot compile CUDA here (no nvcc or a CPU-only PyTorch)")
@@ -120,8 +130,12 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
             result.update(status="skipped", reason=f"needs a CUDA GPU; none is visible on this machine{compiled}")
             progress(name, "skipped: " + result["reason"])
             return result
-        progress(name, f"testing (up to {tr.test_timeout_s:.0f} s)")
+        progress(name, f"testing (up to {tr.test_timeout_s:.0f} s; the submission runs in a worker: {CONTAINMENT})")
+        before = kit_hashes(stage.folder)
         run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs)
+        after = kit_hashes(stage.folder)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        result["containment"] = CONTAINMENT
         result["stage_seconds"]["tests"] = round(run.proc.seconds, 2)
         result["tests"] = dict(seconds=round(run.proc.seconds, 2), problem=run.problem,
                                returncode=run.proc.returncode, output_tail=run.proc.output_tail,
@@ -132,6 +146,9 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
             references = speedups_by_name(tr, cases_of(run))
             result["reference_speedups"] = references
         score = score_task(rubric, tr, run, references)
+        if changed:  # the worker may only read the judge's kit: any change voids the task
+            score.points, score.status = 0.0, "tampered"
+            score.reason = f"the submission modified the kit ({', '.join(changed[:5])}); this task scores nothing"
         result["stage_seconds"]["score"] = round(time.perf_counter() - t1, 3)
         result.update(points=score.points, status=score.status, reason=score.reason,
                       checks=[asdict(c) for c in score.checks], speedups=[asdict(s) for s in score.speedups])
@@ -182,7 +199,9 @@ def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *
     progress = Progress(quiet)
     results: dict = dict(submission=str(submission), out=str(out), seed=seed, tasks={}, flags=[],
                          started=started, rubric=str(rubric.source), gpu=_gpu_name())
+    results["containment"] = CONTAINMENT
     out.mkdir(parents=True, exist_ok=True)
+    set_subreaper()  # whatever a worker leaves behind becomes ours, and is ended after each task
     try:
         # Grading the reference solution itself: its own speedups are the reference,
         # so it is not timed twice.
@@ -194,7 +213,14 @@ def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *
             result.setdefault("reference_speedups", refs)
             results["tasks"][task] = result
         cases = {t: cases_of(r["_run"]) for t, r in results["tasks"].items() if r.get("_run")}
-        flags, table = check_results_md(submission / RESULTS_FILE, cases, rubric.results_mismatch_factor)
+        try:
+            results_text = read_submission_file(submission, RESULTS_FILE).decode(errors="replace")
+        except FileNotFoundError:
+            results_text = ""
+        except (Unreadable, OSError) as exc:  # a FIFO, a folder, a link: reported, costs no task anything
+            results_text = ""
+            results["flags"].append(f"Results.md was not read: {exc}")
+        flags, table = check_results_md(results_text, cases, rubric.results_mismatch_factor)
         results["flags"] += flags
         results["results_md"] = table
     except BaseException as exc:  # noqa: BLE001 - nothing lost: write what we have, then re-raise

@@ -1,7 +1,8 @@
 """Runs one child process with a time limit that kills its whole process group.
 
 A submission's code runs only in such children: a crash, an illegal memory
-access, an out-of-memory kill or a hang ends that child and nothing else.
+access, an out-of-memory kill or a hang ends that child and nothing else, and
+when a child ends, every process below it ends too (see harness.proctree).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.proctree import kill_tree, reap_orphans
 
 #: How much of a child's output the reports keep (the log file keeps all of it).
 OUTPUT_TAIL_CHARS = 20_000
@@ -34,6 +37,13 @@ class ProcResult:
             except ValueError:
                 return f"signal {-self.returncode}"
         return None
+
+
+def _end_tree(proc: subprocess.Popen) -> None:
+    """Nothing the child started may outlive it: its descendants and our orphans go too."""
+    if proc.poll() is None:  # once reaped, its pid may belong to someone else: leave it
+        kill_tree(proc.pid)
+    reap_orphans()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -66,6 +76,7 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout_s: fl
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
+            _end_tree(proc)
     text = log_path.read_bytes().decode(errors="replace")
     return ProcResult(
         returncode=None if timed_out else proc.returncode,

@@ -24,9 +24,9 @@ def measured_rows(cases: list[Case]) -> dict[tuple[str, str], list[float]]:
     return rows
 
 
-def check_results_md(path: Path, cases_by_task: dict[str, list[Case]], factor: float) -> tuple[list[str], list[dict]]:
+def check_results_md(text: str, cases_by_task: dict[str, list[Case]], factor: float) -> tuple[list[str], list[dict]]:
     """Flags, and a comparison table (task, row, column, reported, measured)."""
-    reported = reported_numbers(path)
+    reported = reported_numbers(text)
     flags, table = [], []
     for task, cases in cases_by_task.items():
         for (table_name, row), values in measured_rows(cases).items():

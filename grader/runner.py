@@ -1,8 +1,12 @@
 """Stage 3: run the task's pristine tests in their own process, with a time limit.
 
-pytest-json-report writes every test's outcome and the measurements the tests
-attached (``metadata.measurements``); the grader scores only from that file,
-never from what the submission prints.
+The tests run as the *judge* (harness.remote): that process draws the inputs,
+computes the references and applies the tolerances, and the submission's code
+runs only in the worker it starts. pytest-json-report, in the judge, writes
+every test's outcome and the measurements the tests attached
+(``metadata.measurements``) into the grader's log folder, which the worker
+cannot reach; the grader scores only from that file, never from what the
+submission prints.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.remote import JUDGE, ROLE_ENV, WORKER_DIR_ENV
 from harness.tasks import TASKS
 
 from .proc import ProcResult, run_process
@@ -36,6 +41,8 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
         "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEs",
         "--json-report", f"--json-report-file={report_path}", "--json-report-omit", "collectors", "log",
     ]
+    if stage.worker is not None:  # the judge/worker split: this process judges, the worker runs the code
+        env = {**env, ROLE_ENV: JUDGE, WORKER_DIR_ENV: str(stage.worker)}
     proc = run_process(cmd, cwd=stage.folder, env=env, timeout_s=timeout_s, log_path=logs / f"{stage.task}-tests.log")
     report = None
     if report_path.exists():

@@ -18,7 +18,9 @@ import pytest
 
 from . import device as _device
 from .compare import CheckFailed
-from .impl import IMPL_ENV, describe_impl_root
+from . import remote, rules
+from .impl import IMPL_ENV, describe_impl_root, impl_root
+from .tasks import editable_files
 from .inputs import SEED_ENV, run_seed
 
 NOT_IMPLEMENTED_PREFIX = "not implemented yet"
@@ -41,6 +43,8 @@ def _jsonable(value):
 
 def pytest_configure(config: pytest.Config) -> None:
     run_seed()  # fix the seed before any test draws inputs
+    if not remote.is_judge():  # a student's run: the rules are checked in this process
+        rules.install(str(impl_root() / rel) for rel in editable_files())
     config.addinivalue_line("markers", "perf: a timed measurement (slow; the grader scores it)")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
     config.stash[_DISPLAY_KEY] = []
@@ -56,6 +60,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"attention kit: seed {run_seed()} (set {SEED_ENV}={run_seed()} to replay this run)",
         f"attention kit: device {_device.device_name()}",
     ]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    remote.shutdown()  # the judge's worker, and every process it left, end with the run
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A student's run: a check whose code called a forbidden function fails, naming it."""
+    rules.take_violations()
+    outcome = yield
+    found = rules.take_violations()
+    if found and outcome.excinfo is None:
+        outcome.force_exception(CheckFailed(rules.violation_message(found)))
 
 
 def _is_not_implemented(exc: BaseException) -> bool:

@@ -51,12 +51,16 @@ def parse(text: str) -> dict[str, dict]:
     return sections
 
 
-def reported_numbers(path: str | Path) -> dict[str, dict[str, list[float | None]]]:
-    """Every table row of every task as numbers: ``{"task4": {"B=4, S=128, causal": [..]}}``."""
-    path = Path(path)
-    if not path.exists():
-        return {}
+def reported_numbers(source: str | Path) -> dict[str, dict[str, list[float | None]]]:
+    """Every table row of every task as numbers: ``{"task4": {"B=4, S=128, causal": [..]}}``.
+
+    ``source`` is the file's text, or (for the kit's own Results.md) its path.
+    """
+    if isinstance(source, Path):
+        if not source.exists():
+            return {}
+        source = source.read_text(errors="replace")
     return {
         task: {label: [parse_number(c) for c in cells] for label, cells in sec["rows"].items()}
-        for task, sec in parse(path.read_text(errors="replace")).items()
+        for task, sec in parse(source).items()
     }

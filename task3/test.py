@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness import reference
-from harness.checks import CORE_DIMS, check_attention_module
+from harness.checks import CORE_DIMS, INPUT_SETS_PER_CHECK, check_attention_module
 from harness.compare import assert_close, strict_float32
 from harness.device import DEVICES
 from harness.impl import load_module
@@ -89,17 +89,19 @@ def test_flash_attention_core(shape, tiles, causal, device, record):
     seq_len, head_dim = shape
     batch, heads = 2, 3
     tag = f"task3/core/{seq_len}/{head_dim}/{tiles}/{causal}"
-    q, k, v = (randn(batch, heads, seq_len, head_dim, tag=f"{tag}/{n}", device=device) for n in "qkv")
     module = _task().CustomFlashAttention(*(torch.eye(heads * head_dim, device=device),) * 4, heads * head_dim, heads)
-    out = module._flash_attention(q, k, v, tiles[0], tiles[1], causal)
-    ref = reference.attention(q, k, v, causal)
-    with strict_float32():
-        torch32 = reference.attention(q, k, v, causal, dtype=torch.float32)
-    report = assert_close(
-        out, ref, torch32, what="_flash_attention", dims=CORE_DIMS,
-        context=dict(S=seq_len, d=head_dim, T_r=tiles[0], T_c=tiles[1], causal=causal, device=device),
-    )
-    record("error", **report.as_dict())
+    for i in range(INPUT_SETS_PER_CHECK):
+        q, k, v = (randn(batch, heads, seq_len, head_dim, tag=f"{tag}/{n}{i}", device=device) for n in "qkv")
+        out = module._flash_attention(q, k, v, tiles[0], tiles[1], causal)
+        ref = reference.attention(q, k, v, causal)
+        with strict_float32():
+            torch32 = reference.attention(q, k, v, causal, dtype=torch.float32)
+        report = assert_close(
+            out, ref, torch32, what="_flash_attention", dims=CORE_DIMS,
+            context=dict(S=seq_len, d=head_dim, T_r=tiles[0], T_c=tiles[1], causal=causal, device=device,
+                         input_set=i),
+        )
+        record("error", **report.as_dict())
 
 
 # ---------------------------------------------------------------- the module

@@ -98,7 +98,8 @@ def test_crash_costs_only_that_task(tmp_path):
                           {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "check_hidden_states(x", crash)})
     results = grade(sub, tmp_path / "out")
     r1, r3 = results["tasks"]["task1"], results["tasks"]["task3"]
-    assert r1["points"] == 0 and r1["status"] == "crashed" and "SIGSEGV" in r1["reason"]
+    # The judge survives its worker: every check it lost fails, naming the signal.
+    assert r1["points"] == 0 and "SIGSEGV" in json.dumps(r1["checks"]), r1
     assert r3["points"] == r3["max_points"]
     assert_valid_reports(tmp_path / "out")
 

@@ -28,7 +28,7 @@ def test_invented_numbers_are_flagged(tmp_path):
     path = tmp_path / "Results.md"
     path.write_text(text)
     cases = {"task4": [_case("B=4, S=128, non-causal", [1.1, 0.5, 2.2]), _case("B=4, S=128, causal", [2.1, 1.0, 2.1])]}
-    flags, table = check_results_md(path, cases, factor=2.0)
+    flags, table = check_results_md(path.read_text(), cases, factor=2.0)
     assert any("reports 99" in f and "measured 2.2" in f for f in flags)
     assert not any("'B=4, S=128, causal'" in f for f in flags)  # honest numbers pass
     assert len(table) == 6

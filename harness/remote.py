@@ -1,0 +1,301 @@
+"""The judge's side of the judge/worker split.
+
+When the grader runs a task's tests it runs them as the *judge*
+(``ATTN_KIT_ROLE=judge``): the pristine test code draws the inputs, computes
+the float64 references and applies the tolerances in this process, which never
+imports a submission file. Every student object lives in a *worker*
+(:mod:`harness.worker`): :func:`harness.impl.load_module` returns a
+:class:`RemoteObject` for it, and using that object (reading an attribute,
+calling it) is a request over a pipe. Tensors travel as values: arguments are
+sent, results come back, arguments the call changed in place are changed here
+too. What comes back is only ever data, checked by the judge like any output.
+
+A worker that dies, hangs (no answer within the call time limit) or breaks the
+protocol fails the check that was waiting for it, with the reason, and the
+next check gets a fresh worker. Every process a worker started is killed with
+it: the judge is the subreaper of the workers' trees.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import torch
+
+from . import channel, spawn
+from .compare import CheckFailed
+from .proctree import kill_tree, reap_orphans, set_subreaper
+
+from .spawn import JUDGE, ROLE_ENV  # noqa: E402 - re-exported
+from .spawn import CONTAIN_ENV, WORKER_BUILD_ENV, WORKER_DIR_ENV  # noqa: E402,F401 - re-exported
+#: Seconds one call may take before the worker is declared hung.
+CALL_TIMEOUT_ENV = "ATTN_KIT_CALL_TIMEOUT_S"
+DEFAULT_CALL_TIMEOUT_S = 300.0
+#: After this many checks in a row lost their worker, the rest fail at once (each restart costs seconds).
+MAX_CONSECUTIVE_FAILURES = 3
+#: Seconds a new worker gets to start (import torch, contain itself).
+START_TIMEOUT_S = 120.0
+
+
+is_judge = spawn.is_judge
+
+
+class WorkerFailed(CheckFailed):
+    """The worker died, hung or broke the protocol while answering a check."""
+
+
+class RuleBroken(CheckFailed):
+    """The submission's code called something its task forbids."""
+
+
+class RemoteError(RuntimeError):
+    """An exception raised in the worker whose type is not a built-in one."""
+
+
+#: Exceptions re-raised here as themselves (the tests expect some of them by type).
+_BUILTIN_ERRORS = {e.__name__: e for e in (ValueError, TypeError, RuntimeError, NotImplementedError,
+                                          IndexError, KeyError, AttributeError, AssertionError,
+                                          ZeroDivisionError, OverflowError, MemoryError, ImportError,
+                                          ModuleNotFoundError, SyntaxError, FileNotFoundError)}
+
+
+class Client:
+    """The judge's connection to its worker; restarts the worker after a failure."""
+
+    def __init__(self, scratch: Path, impl: Path, kit: Path, *, contain: str = "auto",
+                 call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S, build_dir: Path | None = None):
+        self.scratch, self.impl, self.kit = scratch, impl, kit
+        self.contain, self.call_timeout_s = contain, call_timeout_s
+        self.build_dir = build_dir or scratch / "build"
+        self.worker: WorkerProcess | None = None
+        self.info: dict = {}
+        self._released: list[tuple[int, int]] = []
+        self.failures_in_a_row = 0
+        self.last_failure = ""
+        set_subreaper()
+
+    # -- the worker's life ----------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """The worker's environment: no ATTN_KIT_ variable of ours but its own paths and policy."""
+        return spawn.worker_env(self.scratch, self.impl, self.kit, self.build_dir, self.contain)
+
+    def _ensure(self) -> WorkerProcess:
+        if self.worker is not None and self.worker.alive():
+            return self.worker
+        if self.failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+            raise WorkerFailed(f"not run: the worker failed {self.failures_in_a_row} checks in a row, the last "
+                               f"time with: {self.last_failure}")
+        if self.worker is not None:
+            self.worker.stop(self.worker.dead_reason or "restarted")
+            self.worker = None
+        early = spawn.take_early(self.scratch)
+        self.worker = early or spawn.WorkerProcess(self.scratch, self.scratch / "worker.log", self.env())
+        self._released.clear()
+        self.info = self._request({"op": "hello"}, [], timeout_s=START_TIMEOUT_S, what="starting the worker").result
+        return self.worker
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop("closed")
+            self.worker = None
+        reap_orphans()
+
+    # -- requests -------------------------------------------------------------
+    def _fail(self, worker: WorkerProcess, what: str, why: str) -> WorkerFailed:
+        worker.stop(why)
+        code = worker.proc.returncode
+        status = ""
+        if code is not None and code < 0:
+            try:
+                status = f" (it died of {signal.Signals(-code).name})"
+            except ValueError:
+                status = f" (it died of signal {-code})"
+        elif code is not None:
+            status = f" (it exited with status {code})"
+        tail = _log_tail(worker.log.name)
+        self.failures_in_a_row += 1
+        self.last_failure = f"{why}{status}"
+        return WorkerFailed(f"{what}: {why}{status}; this check scores nothing."
+                            + (f"\n  worker output, last lines:\n{tail}" if tail else ""))
+
+    def _request(self, fields: dict, tensors: list, *, timeout_s: float | None = None, what: str):
+        worker = self.worker
+        assert worker is not None
+        if self._released:
+            ids = [i for gen, i in self._released if gen == worker.generation]
+            self._released.clear()
+            fields_release = {"op": "release", "ids": ids}
+            if ids:
+                self._exchange(worker, fields_release, [], timeout_s, what)
+        return self._exchange(worker, fields, tensors, timeout_s, what)
+
+    def _exchange(self, worker, fields, tensors, timeout_s, what):
+        deadline = time.monotonic() + (timeout_s or self.call_timeout_s)
+        try:
+            channel.write_message(worker.req_w, fields, tensors, deadline)
+            reply, out = channel.read_message(worker.rep_r, deadline, device_map=_device_here)
+        except channel.ChannelTimeout:
+            raise self._fail(worker, what, f"no answer within {timeout_s or self.call_timeout_s:.0f} s "
+                             "(an endless loop, a deadlock or a kernel that hangs?); the worker was stopped") from None
+        except channel.ChannelClosed:
+            worker.proc.poll()
+            time.sleep(0.05)
+            raise self._fail(worker, what, "the worker process ended without answering") from None
+        except channel.ProtocolError as exc:
+            raise self._fail(worker, what, f"the worker broke the protocol ({exc})") from None
+        self.failures_in_a_row = 0
+        if not reply.get("ok"):
+            raise _error_from(reply.get("error") or {})
+        try:
+            result = channel.decode(reply.get("result"), out, lambda h: self._remote(h, worker))
+            mutated = [(p, channel.decode(v, out, lambda h: None)) for p, v in reply.get("mutated", [])]
+        except channel.ProtocolError as exc:
+            raise self._fail(worker, what, f"the worker broke the protocol ({exc})") from None
+        return _Reply(result, mutated, [str(v) for v in reply.get("violations", [])],
+                      [str(o) for o in reply.get("ops", [])] if "ops" in reply else None)
+
+    def _remote(self, handle: dict, worker: WorkerProcess) -> "RemoteObject":
+        i = handle.get("__handle__")
+        if not isinstance(i, int):
+            raise channel.ProtocolError("a handle without an id")
+        return RemoteObject(self, worker.generation, i, str(handle.get("type", "object")),
+                            bool(handle.get("callable")))
+
+    def _send_ref(self, value, generation: int):
+        def on_other(obj):
+            if isinstance(obj, RemoteObject):
+                if obj._generation != generation:
+                    raise WorkerFailed("an object from a worker that was restarted was passed to the new one")
+                return {"__ref__": obj._id}
+            raise TypeError(f"cannot send a {type(obj).__name__} to the worker")
+        return on_other
+
+    def request(self, op: str, what: str, *, tensors_from=None, **fields):
+        worker = self._ensure()
+        tensors: list = []
+        for key, value in (tensors_from or {}).items():
+            fields[key] = channel.encode(value, tensors, self._send_ref(value, worker.generation))
+        return self._request({"op": op, **fields}, tensors, what=what)
+
+    # -- what the tests use ---------------------------------------------------
+    def import_module(self, dotted: str) -> "RemoteObject":
+        return self.request("import", f"importing {dotted}", module=dotted).result
+
+
+class _Reply:
+    def __init__(self, result, mutated, violations, ops):
+        self.result, self.mutated, self.violations, self.ops = result, mutated, violations, ops
+
+
+def _device_here(name: str) -> str:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    return name
+
+
+def _error_from(err: dict) -> BaseException:
+    name, message = str(err.get("type", "Exception")), str(err.get("message", ""))
+    cls = _BUILTIN_ERRORS.get(name)
+    if cls is None and err.get("builtin"):
+        cls = RuntimeError  # torch's own errors (OutOfMemoryError, AcceleratorError) are RuntimeErrors
+    exc = cls(message) if cls is not None else RemoteError(f"{name}: {message}")
+    exc.remote_traceback = str(err.get("traceback", ""))
+    return exc
+
+
+def _log_tail(path: str, lines: int = 8) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4000))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+
+
+def _walk_tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _walk_tensors(v)
+
+
+class RemoteObject:
+    """An object that lives in the worker: attributes and calls are requests."""
+
+    __slots__ = ("_client", "_generation", "_id", "_type", "_callable", "__weakref__")
+
+    def __init__(self, client: Client, generation: int, i: int, type_name: str, is_callable: bool):
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_generation", generation)
+        object.__setattr__(self, "_id", i)
+        object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_callable", is_callable)
+        weakref.finalize(self, client._released.append, (generation, i))
+
+    def _check_alive(self) -> None:
+        w = self._client.worker
+        if w is None or w.generation != self._generation or not w.alive():
+            raise WorkerFailed("this object lived in a worker that has since stopped")
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        self._check_alive()
+        return self._client.request("getattr", f"reading {self._type}.{name}",
+                                    tensors_from={"target": self}, name=name).result
+
+    def __setattr__(self, name, value):
+        raise AttributeError("objects in the worker are read-only from the judge")
+
+    def __call__(self, *args, **kwargs):
+        return self.call(args, kwargs)
+
+    def call(self, args=(), kwargs=None, *, record_ops: bool = False, keep: bool = False):
+        self._check_alive()
+        kwargs = dict(kwargs or {})
+        reply = self._client.request(
+            "call", f"calling {self._type}", tensors_from={"target": self, "args": list(args), "kwargs": kwargs},
+            record_ops=record_ops, keep=keep,
+        )
+        for (where, key), value in reply.mutated:  # in-place changes made in the worker happen here too
+            original = args[key] if where == "args" else kwargs[key]
+            with torch.no_grad():
+                original.copy_(value.to(original.device))
+        if reply.violations:
+            from .rules import violation_message
+
+            raise RuleBroken(violation_message(reply.violations, f"{self._type}"))
+        if record_ops:
+            return reply.result, reply.ops or []
+        return reply.result
+
+    def __repr__(self) -> str:
+        return f"<{self._type} in the worker>"
+
+
+_client: Client | None = None
+
+
+def client() -> Client:
+    """The judge's one client, made from the environment the grader set."""
+    global _client
+    if _client is None:
+        scratch, impl, kit, build, contain = spawn.judge_settings()
+        _client = Client(scratch, impl, kit, contain=contain, build_dir=build,
+                         call_timeout_s=float(os.environ.get(CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S)))
+    return _client
+
+
+def shutdown() -> None:
+    global _client
+    if _client is not None:
+        _client.close()
+        _client = None

@@ -1,0 +1,121 @@
+"""Starting a worker process, with nothing but the standard library.
+
+The judge's ``conftest.py`` calls :func:`start_early` before pytest imports
+torch, so the worker's start (a Python and a torch import of its own) overlaps
+the judge's instead of following it; :mod:`harness.remote` then adopts it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROLE_ENV = "ATTN_KIT_ROLE"
+JUDGE = "judge"
+#: The worker's scratch folder (the only one it may write); its ``submission/`` holds the files.
+WORKER_DIR_ENV = "ATTN_KIT_WORKER_DIR"
+#: The build folder of the worker's extensions (default: inside its scratch).
+WORKER_BUILD_ENV = "ATTN_KIT_WORKER_BUILD_DIR"
+#: ``auto`` (Landlock where the kernel has it) or ``none``.
+CONTAIN_ENV = "ATTN_KIT_CONTAIN"
+_KIT = Path(__file__).resolve().parent.parent
+
+
+def is_judge() -> bool:
+    return os.environ.get(ROLE_ENV) == JUDGE
+
+
+def judge_settings() -> tuple[Path, Path, Path, Path, str]:
+    """(scratch, submission files, kit, build folder, containment mode) from the judge's environment."""
+    scratch = Path(os.environ[WORKER_DIR_ENV])
+    build = os.environ.get(WORKER_BUILD_ENV)
+    return (scratch, scratch / "submission", _KIT, Path(build) if build else scratch / "build",
+            os.environ.get(CONTAIN_ENV, "auto"))
+
+
+def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: str) -> dict[str, str]:
+    """The worker's environment: none of our ATTN_KIT_ variables (no seed), its own paths and policy."""
+    from .containment import POLICY_ENV, Policy, python_read_paths
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
+    home, tmp = scratch / "home", scratch / "tmp"
+    for d in (home, tmp, build_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    policy = Policy(read=[str(kit), str(impl), *python_read_paths()],
+                    write=[str(scratch), str(build_dir)], mode=contain)
+    env.update({
+        "PYTHONPATH": str(kit), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+        "HOME": str(home), "TMPDIR": str(tmp), "ATTN_KIT_IMPL": str(impl),
+        "ATTN_KIT_BUILD_DIR": str(build_dir), POLICY_ENV: policy.to_env(),
+    })
+    for key in ("ATTN_KIT_CUDA_ARCH",):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+class WorkerProcess:
+    """One worker: its process, its pipes, its generation number."""
+
+    generations = 0
+
+    def __init__(self, scratch: Path, log_path: Path, env: dict[str, str]):
+        WorkerProcess.generations += 1
+        self.generation = WorkerProcess.generations
+        self.scratch = scratch
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        scratch.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.worker", str(req_r), str(rep_w)],
+            cwd=scratch, env=env, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        os.close(req_r)
+        os.close(rep_w)
+        self.req_w, self.rep_r = req_w, rep_r
+        self.dead_reason: str | None = None
+
+    def alive(self) -> bool:
+        return self.dead_reason is None and self.proc.poll() is None
+
+    def stop(self, reason: str) -> None:
+        if self.dead_reason is None:
+            self.dead_reason = reason
+        from .proctree import kill_tree
+
+        kill_tree(self.proc.pid)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        for fd in (self.req_w, self.rep_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.log.close()
+
+
+_early: WorkerProcess | None = None
+
+
+def start_early() -> None:
+    """In the judge: start the first worker now, while pytest is still importing."""
+    global _early
+    if is_judge() and _early is None:
+        scratch, impl, kit, build, contain = judge_settings()
+        _early = WorkerProcess(scratch, scratch / "worker.log", worker_env(scratch, impl, kit, build, contain))
+
+
+def take_early(scratch: Path) -> WorkerProcess | None:
+    """The worker :func:`start_early` started, once, if it is for ``scratch`` and alive."""
+    global _early
+    worker, _early = _early, None
+    if worker is not None and (worker.scratch != scratch or not worker.alive()):
+        worker.stop("not needed")
+        return None
+    return worker
