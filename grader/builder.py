@@ -49,13 +49,13 @@ def build_task(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Pat
     """
     if not TASKS[stage.task].extensions:
         return None
-    cwd, cmd_env = stage.folder, env
-    if stage.worker is not None:
-        cwd, cmd_env = stage.worker, worker_env(stage, env)
+    cwd, cmd_env, launcher = stage.folder, env, []
+    if stage.worker is not None:  # a submission: contained; the release's own stubs run as they are
+        cwd, cmd_env, launcher = stage.worker, worker_env(stage, env), ["-m", "harness.contained"]
     proc = None
     for module in compile_modules(stage):
         proc = run_process(
-            [sys.executable, "-m", "harness.contained", "-m", module],
+            [sys.executable, *launcher, "-m", module],
             cwd=cwd, env=cmd_env, timeout_s=timeout_s,
             log_path=logs / f"{stage.task}-build-{module.split('.')[0]}.log",
         )

@@ -26,7 +26,7 @@ from .builder import build_task
 from .integrity import scan_file
 from .results_check import check_results_md
 from .rubric import Rubric
-from .runner import TestRun, run_tests
+from .runner import ONE_PROCESS_FLAG, TestRun, run_tests
 from .scoring import cases_of, geometric_mean, measured_speedups, score_task
 from .stage import Unreadable, kit_hashes, read_submission_file, stage_task
 
@@ -136,6 +136,8 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         after = kit_hashes(stage.folder)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         result["containment"] = CONTAINMENT
+        if not TASKS[task].judged:
+            result["flags"].append(ONE_PROCESS_FLAG.format(task=task))
         result["stage_seconds"]["tests"] = round(run.proc.seconds, 2)
         result["tests"] = dict(seconds=round(run.proc.seconds, 2), problem=run.problem,
                                returncode=run.proc.returncode, output_tail=run.proc.output_tail,

@@ -19,7 +19,10 @@ from harness.remote import JUDGE, ROLE_ENV, WORKER_DIR_ENV
 from harness.tasks import TASKS
 
 from .proc import ProcResult, run_process
-from .stage import Stage
+from .stage import Stage, Unreadable, read_submission_file
+
+#: Largest pytest-json-report file the grader reads.
+MAX_REPORT_BYTES = 64 << 20
 
 
 @dataclass
@@ -33,23 +36,33 @@ class TestRun:
         return (self.report or {}).get("tests", [])
 
 
+#: The flag on every score of a task whose tests are not yet split into judge and worker.
+ONE_PROCESS_FLAG = ("{task} ran its tests in one contained process (the judge/worker split does not cover "
+                    "this task yet): its own code could have forged its report; review before releasing the score")
+
+
 def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path) -> TestRun:
-    report_path = logs / f"{stage.task}-pytest.json"
+    one_process = stage.worker is not None and not TASKS[stage.task].judged
+    report_path = (stage.worker if one_process else logs) / f"{stage.task}-pytest.json"
     report_path.unlink(missing_ok=True)
+    launcher = ["-m", "harness.contained"] if one_process else []
     cmd = [
-        sys.executable, "-m", "pytest", *TASKS[stage.task].tests,
+        sys.executable, *launcher, "-m", "pytest", *TASKS[stage.task].tests,
         "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEs",
         "--json-report", f"--json-report-file={report_path}", "--json-report-omit", "collectors", "log",
     ]
-    if stage.worker is not None:  # the judge/worker split: this process judges, the worker runs the code
+    if one_process:  # contained like a worker, but it also writes its own report, into its scratch
+        from .builder import worker_env
+
+        env = {**worker_env(stage, env), "ATTN_KIT_SEED": env["ATTN_KIT_SEED"]}
+    elif stage.worker is not None:  # the judge/worker split: this process judges, the worker runs the code
         env = {**env, ROLE_ENV: JUDGE, WORKER_DIR_ENV: str(stage.worker)}
     proc = run_process(cmd, cwd=stage.folder, env=env, timeout_s=timeout_s, log_path=logs / f"{stage.task}-tests.log")
     report = None
-    if report_path.exists():
-        try:
-            report = json.loads(report_path.read_text())
-        except json.JSONDecodeError:
-            report = None
+    try:
+        report = json.loads(read_submission_file(report_path.parent, report_path.name, MAX_REPORT_BYTES))
+    except (OSError, Unreadable, ValueError):
+        report = None
     problem = None
     if proc.timed_out:
         problem = f"the tests ran longer than {timeout_s:.0f} s (a hang?) and were stopped"

@@ -50,9 +50,18 @@ class Policy:
         return cls(read=list(data.get("read", [])), write=list(data.get("write", [])), mode=data.get("mode", "auto"))
 
 
+def package_dirs_on_pythonpath() -> list[str]:
+    """``PYTHONPATH`` entries that hold packages (a wheel folder), never a checkout of the kit."""
+    out = []
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if entry and Path(entry).is_dir() and not (Path(entry) / "harness").exists():
+            out.append(str(Path(entry).resolve()))
+    return out
+
+
 def python_read_paths() -> list[str]:
     """The interpreter, its standard library and the site packages (never the kit repo)."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, *package_dirs_on_pythonpath()}
     for entry in sys.path:
         if entry and ("site-packages" in entry or "dist-packages" in entry):
             paths.add(entry)

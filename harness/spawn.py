@@ -36,7 +36,7 @@ def judge_settings() -> tuple[Path, Path, Path, Path, str]:
 
 def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: str) -> dict[str, str]:
     """The worker's environment: none of our ATTN_KIT_ variables (no seed), its own paths and policy."""
-    from .containment import POLICY_ENV, Policy, python_read_paths
+    from .containment import POLICY_ENV, Policy, package_dirs_on_pythonpath, python_read_paths
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
     home, tmp = scratch / "home", scratch / "tmp"
@@ -45,7 +45,7 @@ def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: s
     policy = Policy(read=[str(kit), str(impl), *python_read_paths()],
                     write=[str(scratch), str(build_dir)], mode=contain)
     env.update({
-        "PYTHONPATH": str(kit), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(kit), *package_dirs_on_pythonpath()]), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
         "HOME": str(home), "TMPDIR": str(tmp), "ATTN_KIT_IMPL": str(impl),
         "ATTN_KIT_BUILD_DIR": str(build_dir), POLICY_ENV: policy.to_env(),
     })

@@ -43,6 +43,10 @@ class Task:
     needs_gpu: bool = False
     #: Test modules, relative to the repository root.
     tests: tuple[str, ...] = field(default=())
+    #: True when the tests run as judge and worker (harness.remote): the submission's
+    #: code never shares a process with the checks. Tasks not yet converted run their
+    #: tests in one contained process, and the grader flags their scores for review.
+    judged: bool = False
 
     @property
     def number(self) -> int:
@@ -70,6 +74,7 @@ TASKS: dict[str, Task] = {
             "Multi-head attention in PyTorch",
             editable=("task1/attention.py",),
             tests=("task1/test.py",),
+            judged=True,
         ),
         Task(
             "task2",
@@ -84,6 +89,7 @@ TASKS: dict[str, Task] = {
             "FlashAttention-2 (Algorithm 1) in PyTorch",
             editable=("task3/attention.py",),
             tests=("task3/test.py",),
+            judged=True,
         ),
         Task(
             "task4",

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The grader's GPU check, as one command (about 10 minutes on an H100/H200):
+#
+#   bash scripts/gpu_grader.sh        # logs and reports in $LOG (default /tmp/gpu_grader), copied to $OUT
+#
+#   1. the containment this node allows (Landlock ABI, or none);
+#   2. the reference solutions' extensions built in parallel into the shared cache;
+#   3. `grader run` over every task for the reference solutions: full marks expected,
+#      with the containment named in each result;
+#   4. `grader run` over the GPU tasks for the stubs: 0 expected, each with a reason;
+#   5. the task tests of tasks 1, 3 and 4 (correctness only) in a student's run.
+# Needs the wheels of pytest-json-report, pytest-metadata and landlockpy in .whl/ where pip has no network.
+set -u
+cd "$(dirname "$0")/.."
+LOG=${LOG:-/tmp/gpu_grader}
+mkdir -p "$LOG"
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export ATTN_KIT_BUILD_DIR=${ATTN_KIT_BUILD_DIR:-/tmp/attn_kit_build}
+SOL=$PWD/solutions
+t0=$SECONDS
+stamp() { echo "[$((SECONDS - t0)) s] $*" | tee -a "$LOG/progress.log"; }
+copy_out() { [ -n "${OUT:-}" ] && cp "$LOG"/*.log "$LOG"/*.md "$OUT"/ 2>/dev/null; true; }
+trap copy_out EXIT
+
+stamp "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+stamp "1. containment: $(python3 -c 'from harness.containment import available; print(available())')"
+
+stamp "2. building the reference solutions' extensions"
+pids=""
+for t in task2 task4 task5 task6; do
+  ATTN_KIT_IMPL=$SOL python3 -m $t.compile > "$LOG/build-$t.log" 2>&1 & pids="$pids $!"
+done
+for p in $pids; do wait "$p" || stamp "   a build failed (pid $p)"; done
+stamp "   builds: $(grep -h '^ok:\|^FAILED' "$LOG"/build-*.log | sort | uniq -c | tr '\n' ';')"
+
+stamp "3. grader run, reference solutions, every task"
+timeout 900 python3 -m grader run --submission "$SOL" --out "$LOG/ref" > "$LOG/grade-ref.log" 2>&1
+stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-ref.log")"
+cp "$LOG/ref/report.md" "$LOG/report-ref.md" 2>/dev/null
+grep -E '^task[0-9]' "$LOG/grade-ref.log" | while read -r line; do stamp "   $line"; done
+
+stamp "4. grader run, stubs, GPU tasks"
+timeout 600 python3 -m grader run --submission "$PWD" --tasks 2,4,5,6,7 --no-reference --out "$LOG/stubs" > "$LOG/grade-stubs.log" 2>&1
+stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-stubs.log")"
+grep -E '^task[0-9]' "$LOG/grade-stubs.log" | while read -r line; do stamp "   $line"; done
+
+stamp "5. task tests 1, 3, 4 (correctness) as a student runs them"
+ATTN_KIT_IMPL=$SOL timeout 600 python3 -m pytest -q -rfEs -m "not perf" task1 task3 task4 > "$LOG/pytest.log" 2>&1
+stamp "   rc=$?: $(tail -n 1 "$LOG/pytest.log")"
+stamp "DONE"
