@@ -140,11 +140,26 @@ def measured_speedups(speedup: Speedup, cases: list[Case]) -> tuple[dict[str, fl
     return values, mine
 
 
+def distrusted_timings(speedup: Speedup, cases: list[Case]) -> list[str]:
+    """The judge's reasons not to believe a timing (harness.timing.compare_speed), per configuration."""
+    out = []
+    for c in cases:
+        m = c.measurements.get(speedup.measurement)
+        if c.function == speedup.test and isinstance(m, dict) and m.get("trusted") is False:
+            out += [f"{c.nodeid.split('::')[-1]}: {why}" for why in m.get("distrust") or ["not trusted"]]
+    return out
+
+
 def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, reference: float | None,
                   implausible_factor: float, flags: list[str]) -> SpeedupResult:
     result = SpeedupResult(speedup.name, 0.0, speedup.points, "failed")
     configs, mine = measured_speedups(speedup, cases)
     result.configs = configs
+    distrust = distrusted_timings(speedup, cases)
+    if distrust:
+        result.reason = "no credit for speed: " + "; ".join(distrust)
+        flags.append(f"'{speedup.name}': the judge did not believe the worker's timings; flagged for review")
+        return result
     if mine and all(c.outcome == "skipped" for c in mine):
         result.status, result.reason = "skipped", mine[0].message or "skipped"
         return result

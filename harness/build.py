@@ -153,6 +153,10 @@ def load_extension(name: str, *, verbose: bool = False) -> ModuleType:
     Its editable sources come from the implementation root (see :mod:`harness.impl`).
     Raises :class:`BuildError` with the compiler's output when the build fails.
     """
+    from .spawn import is_judge
+
+    if is_judge():  # the judge never loads submission code; its tests reach kernels through the worker
+        raise RuntimeError(f"the grader's judge may not load the extension {name}: use load_module() in tests")
     spec = EXTENSIONS[name]
     return build_sources(name, [source_path(s) for s in spec.sources], spec.task, verbose=verbose)
 

@@ -19,6 +19,15 @@ MODULE_DIMS = ("batch", "row", "col")
 CORE_DIMS = ("batch", "head", "row", "col")
 
 
+def poison_free_memory(nbytes: int, device="cuda") -> None:
+    """Leave NaN in the allocator's free memory, so an output the kernel never writes fails.
+
+    Tests call it through :func:`harness.remote.on_worker`: the memory that matters is
+    the allocator's of the process that runs the kernel.
+    """
+    torch.empty(max(nbytes // 4, 1) + 1024, device=device).fill_(float("nan"))
+
+
 def mha_problem(batch: int, seq_len: int, hidden: int, *, device, tag: str):
     """Hidden states ``x [B, S, H]`` and the four weights, drawn from the run's seed."""
     x = randn(batch, seq_len, hidden, tag=f"{tag}/x", device=device)
@@ -42,6 +51,24 @@ def run_nn_mha(mha: torch.nn.MultiheadAttention, x: torch.Tensor, causal: bool) 
         mask = torch.triu(torch.ones(s, s, dtype=torch.bool, device=x.device), diagonal=1)
     with torch.no_grad():
         return mha(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+
+def mha_forward(x: torch.Tensor, mha: torch.nn.MultiheadAttention, causal: bool) -> torch.Tensor:
+    """:func:`run_nn_mha` with the input first, so it can be timed like a kernel."""
+    return run_nn_mha(mha, x, causal)
+
+
+def sdpa_core(q, k, v, heads: int, causal: bool):
+    """PyTorch's fused attention on ``[B, S, H]`` tensors, returning ``[B, S, H]`` (the CUDA tasks' baseline)."""
+    b, s, h = q.shape
+    split = lambda t: t.view(b, s, heads, h // heads).transpose(1, 2)  # noqa: E731
+    out = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=causal)
+    return out.transpose(1, 2).reshape(b, s, h)
+
+
+def first_item_of(fn, *args):
+    """``fn(*args)[:1]`` as a copy: a large output's first batch item, to re-check it against float64."""
+    return fn(*args)[:1].clone()
 
 
 def check_attention_module(

@@ -42,7 +42,14 @@ def generator(tag: str, device: str | torch.device = "cpu") -> torch.Generator:
 
 def randn(*shape: int, tag: str, device="cpu", std: float = 1.0, dtype=torch.float32) -> torch.Tensor:
     """Normal random values (mean 0, ``std``), drawn on ``device`` from the tagged stream."""
-    gen = generator(tag, device)
+    return randn_seeded(*shape, seed=seed_for(tag), device=device, std=std, dtype=dtype)
+
+
+def randn_seeded(*shape: int, seed: int, device="cpu", std: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+    """:func:`randn` from an explicit stream seed: the judge hands the worker the seed of one
+    tensor (never the run's), and both draw the same values bit for bit."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
     return torch.randn(*shape, generator=gen, device=device, dtype=dtype) * std
 
 

@@ -40,17 +40,25 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def ops_called(fn: Callable, *args, **kwargs) -> tuple[object, list[str]]:
-    """Run ``fn`` and return its result with the names of the operators it called, in order."""
+def ops_called(fn: Callable, *args, keep_result: bool = False, **kwargs) -> tuple[object, list[str]]:
+    """Run ``fn`` and return its result with the names of the operators it called, in order.
+
+    For an object in the worker (harness.remote) the recording happens there, around the call,
+    and ``keep_result`` leaves a large result there.
+    """
+    from .remote import is_remote
+
+    if is_remote(fn):
+        return fn.call(args, kwargs, record_ops=True, keep=keep_result)
     recorder = _OpRecorder()
     with recorder:
         result = fn(*args, **kwargs)
     return result, recorder.names
 
 
-def assert_own_kernel(fn: Callable, *args, what: str = "the attention core", **kwargs):
+def assert_own_kernel(fn: Callable, *args, what: str = "the attention core", keep_result: bool = False, **kwargs):
     """Run ``fn``; fail with a clear message if it used an operator from :data:`FORBIDDEN_OPS`."""
-    result, names = ops_called(fn, *args, **kwargs)
+    result, names = ops_called(fn, *args, keep_result=keep_result, **kwargs)
     used = sorted(set(names) & FORBIDDEN_OPS)
     if used:
         raise CheckFailed(

@@ -299,3 +299,42 @@ def shutdown() -> None:
     if _client is not None:
         _client.close()
         _client = None
+
+
+# ---------------------------------------------------------------- helpers the tests use in both modes
+def is_remote(obj) -> bool:
+    return isinstance(obj, RemoteObject)
+
+
+def on_worker(func):
+    """``func`` (a function of the kit) as it runs in the process of the submission's code.
+
+    In a student's run that is this process: ``func`` itself. In the judge it is the same
+    function in the worker (for what must happen where the kernels run: poisoning the
+    allocator, timing, drawing large inputs in place).
+    """
+    if not is_judge():
+        return func
+    target = client().import_module(func.__module__)
+    for part in func.__qualname__.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def worker_randn(*shape: int, tag: str, device="cpu", std: float = 1.0):
+    """:func:`harness.inputs.randn` drawn where the kernels run (kept there in the judge)."""
+    from . import inputs
+
+    if not is_judge():
+        return inputs.randn(*shape, tag=tag, device=device, std=std)
+    return on_worker(inputs.randn_seeded).call(shape, dict(seed=inputs.seed_for(tag), device=device, std=std),
+                                               keep=True)
+
+
+def bound(fn, *tail, **kwargs):
+    """``lambda *inputs: fn(*inputs, *tail, **kwargs)``, made where ``fn`` runs."""
+    from .timing import bind_tail
+
+    if is_remote(fn) or is_judge():
+        return on_worker(bind_tail).call((fn if is_remote(fn) else on_worker(fn), *tail), kwargs, keep=True)
+    return bind_tail(fn, *tail, **kwargs)

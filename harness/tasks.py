@@ -83,6 +83,7 @@ TASKS: dict[str, Task] = {
             extensions=("custom_self_attention",),
             needs_gpu=True,
             tests=("task2/test.py",),
+            judged=True,
         ),
         Task(
             "task3",
@@ -98,6 +99,7 @@ TASKS: dict[str, Task] = {
             extensions=("custom_flash_attention",),
             needs_gpu=True,
             tests=("task4/test.py",),
+            judged=True,
         ),
         Task(
             "task5",

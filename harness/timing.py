@@ -21,9 +21,10 @@ in ``Timing.clock``.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -52,6 +53,7 @@ class Timing:
     clock: str
     l2_flushed: bool
     input_sets: int
+    total_ms: float = 0.0  # every timed repetition together (the judge checks it against its own clock)
 
     @property
     def spread(self) -> float:
@@ -78,6 +80,8 @@ class Comparison:
     speedup: float
     speedup_p25: float
     speedup_p75: float
+    #: Why the judge does not believe these numbers (empty: it does). See compare_speed.
+    distrust: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
@@ -93,7 +97,14 @@ class Comparison:
             "speedup_p75": self.speedup_p75,
             "candidate": self.candidate.as_dict(),
             "baseline": self.baseline.as_dict(),
+            "trusted": not self.distrust,
+            "distrust": list(self.distrust),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Comparison":
+        return cls(Timing(**d["candidate"]), Timing(**d["baseline"]), float(d["speedup"]),
+                   float(d["speedup_p25"]), float(d["speedup_p75"]), list(d.get("distrust", [])))
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -113,6 +124,7 @@ def _stats(samples: list[float], clock: str, flushed: bool, n_sets: int) -> Timi
         p75_ms=_quantile(samples, 0.75),
         min_ms=min(samples),
         max_ms=max(samples),
+        total_ms=sum(samples),
         reps=len(samples),
         clock=clock,
         l2_flushed=flushed,
@@ -231,12 +243,25 @@ def compare_speed(
     max_reps: int = DEFAULT_MAX_REPS,
     budget_s: float = 2 * DEFAULT_BUDGET_S,
     flush_l2: bool = True,
+    judge_baseline: tuple[Callable, Sequence[Sequence]] | None = None,
 ) -> Comparison:
     """Time ``candidate`` and ``baseline`` interleaved on the same inputs; speedup = baseline/candidate.
 
     ``baseline_input_sets`` lets the baseline take its arguments in its own form
     (say, a module instead of raw weights); they must describe the same problem.
+
+    In the grader's judge, ``candidate`` lives in the worker (harness.remote): kernels
+    are timed in the process that launches them, so the comparison runs there, and
+    the judge then checks the numbers it gets back (see :func:`_judge_timing`);
+    ``judge_baseline`` (a function and input sets of the judge's own) lets it time the
+    baseline itself.
     """
+    from .remote import is_remote
+
+    if is_remote(candidate):
+        return _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_baseline,
+                             dict(warmup=warmup, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s,
+                                  flush_l2=flush_l2))
     device = _device_of(input_sets)
     cand = _Runner(candidate, input_sets, device, flush_l2)
     base = _Runner(baseline, baseline_input_sets or input_sets, device, flush_l2)
@@ -254,6 +279,60 @@ def compare_speed(
         speedup_p25=_quantile(ratios, 0.25),
         speedup_p75=_quantile(ratios, 0.75),
     )
+
+
+def bind_tail(fn: Callable, *tail, **kwargs) -> Callable:
+    """``lambda *inputs: fn(*inputs, *tail, **kwargs)``: what is timed, built where it runs."""
+    def bound_fn(*inputs):
+        return fn(*inputs, *tail, **kwargs)
+
+    return bound_fn
+
+
+#: How far the worker's baseline median may be from the judge's own before the numbers are not believed
+#: (CUDA events are steady; a wall clock on a shared CPU is not).
+BASELINE_AGREEMENT = {CUDA_CLOCK: 1.5, WALL_CLOCK: 3.0}
+#: Repetitions of the judge's own baseline timing.
+JUDGE_BASELINE_REPS = 10
+
+
+def _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_baseline, options) -> Comparison:
+    """Run :func:`compare_speed` in the worker, then check it against what the judge sees itself.
+
+    * The worker's clock may not report more time than passed on the judge's clock
+      around the whole request (a patched timer that slows the baseline on paper).
+    * The baseline is the kit's code on the kit's inputs: the judge times it again in
+      its own process (``judge_baseline``), and a worker median more than
+      :data:`BASELINE_AGREEMENT` times away from it means the worker's baseline was
+      slowed down or its timer rewritten.
+    Numbers that fail a check come back with ``distrust`` set, and the grader gives
+    them no credit.
+    """
+    from .remote import on_worker
+
+    worker_compare = on_worker(compare_speed)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = worker_compare.call((candidate, baseline, input_sets),
+                                 dict(options, baseline_input_sets=baseline_input_sets), keep=True)
+    cmp = Comparison.from_dict(result.as_dict())
+    wall_ms = (time.perf_counter() - start) * 1e3
+    reported = cmp.candidate.total_ms + cmp.baseline.total_ms
+    if reported > wall_ms * 1.01 + 1.0:
+        cmp.distrust.append(f"the worker reported {reported:.1f} ms of timed work in {wall_ms:.1f} ms of the "
+                            "judge's clock: its timer was tampered with")
+    if judge_baseline is not None:
+        fn, sets = judge_baseline
+        own = time_function(fn, sets, warmup=2, min_reps=JUDGE_BASELINE_REPS, max_reps=JUDGE_BASELINE_REPS,
+                            flush_l2=options["flush_l2"])
+        ratio = cmp.baseline.median_ms / own.median_ms if own.median_ms > 0 else math.inf
+        agreement = BASELINE_AGREEMENT[own.clock]
+        if not 1 / agreement <= ratio <= agreement:
+            cmp.distrust.append(
+                f"the baseline took {cmp.baseline.median_ms:.4g} ms in the worker but {own.median_ms:.4g} ms when the "
+                f"judge timed it itself ({ratio:.2f}x): the submission slowed the baseline or rewrote the timer")
+    return cmp
 
 
 #: Size of the copy that measures memory bandwidth: far larger than any L2.

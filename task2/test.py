@@ -28,12 +28,13 @@ import pytest
 import torch
 
 from harness import reference
-from harness.checks import MODULE_DIMS, check_attention_module
+from harness.checks import MODULE_DIMS, check_attention_module, poison_free_memory
 from harness.compare import CheckFailed, assert_close, strict_float32
 from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import randn
 from harness.integrity import assert_own_kernel
+from harness.remote import on_worker
 from harness.tasks import REPO_ROOT
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
@@ -50,8 +51,8 @@ def _ext():
 
 
 def _poison(nbytes: int) -> None:
-    """Leave NaN in the allocator's free memory, so an output the kernel never writes fails."""
-    torch.empty(max(nbytes // 4, 1) + 1024, device=DEVICE).fill_(float("nan"))
+    """Leave NaN in the free memory of the process that runs the kernel, so an output it never writes fails."""
+    on_worker(poison_free_memory)(nbytes, DEVICE)
 
 
 # ---------------------------------------------------------------- step 1: softmax

@@ -33,17 +33,20 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from harness import reference
-from harness.checks import MODULE_DIMS, check_attention_module, nn_multihead_attention, run_nn_mha
+from harness.checks import (
+    MODULE_DIMS, check_attention_module, first_item_of, mha_forward, nn_multihead_attention, poison_free_memory,
+    sdpa_core,
+)
 from harness.compare import CheckFailed, assert_close, strict_float32
 from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import mha_weights, randn
 from harness.integrity import assert_own_kernel
+from harness.remote import bound, is_judge, on_worker, worker_randn
 from harness.tasks import REPO_ROOT
-from harness.timing import compare_speed
+from harness.timing import bind_tail, compare_speed
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
 
@@ -59,8 +62,8 @@ def _ext():
 
 
 def _poison(nbytes: int) -> None:
-    """Leave NaN in the allocator's free memory, so an output the kernel never writes fails."""
-    torch.empty(max(nbytes // 4, 1) + 1024, device=DEVICE).fill_(float("nan"))
+    """Leave NaN in the free memory of the process that runs the kernel, so an output it never writes fails."""
+    on_worker(poison_free_memory)(nbytes, DEVICE)
 
 
 # ---------------------------------------------------------------- correctness
@@ -216,14 +219,6 @@ def _timing_options(b: int, s: int) -> dict:
     return dict(n_sets=4, warmup=3, min_reps=20, max_reps=200, budget_s=2.0)
 
 
-def sdpa_core(q, k, v, heads: int, causal: bool):
-    """PyTorch's fused attention on the same [B, S, H] tensors, returning [B, S, H]."""
-    b, s, h = q.shape
-    split = lambda t: t.view(b, s, heads, h // heads).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=causal)
-    return out.transpose(1, 2).reshape(b, s, h)
-
-
 @pytest.mark.perf
 @pytest.mark.parametrize("cfg", PERF_CONFIGS, ids=_config_id)
 def test_speedup_vs_mha(cfg, record):
@@ -234,12 +229,11 @@ def test_speedup_vs_mha(cfg, record):
     tag = f"task4/perf_mha/{_config_id(cfg)}"
     weights = mha_weights(HIDDEN, tag=tag, device=DEVICE)
     module = _module(*weights, HIDDEN, HEADS)
-    mha = nn_multihead_attention(weights, HIDDEN, HEADS, DEVICE)
-    xs = [(randn(b, s, HIDDEN, tag=f"{tag}/x{i}", device=DEVICE),) for i in range(opts["n_sets"])]
+    mha = on_worker(nn_multihead_attention)(weights, HIDDEN, HEADS, DEVICE)  # both where the kernel runs
+    xs = [(worker_randn(b, s, HIDDEN, tag=f"{tag}/x{i}", device=DEVICE),) for i in range(opts["n_sets"])]
     with torch.no_grad(), strict_float32():
         cmp = compare_speed(
-            lambda x: module(x, causal=causal),
-            lambda x: run_nn_mha(mha, x, causal),
+            bound(module, causal=causal), bound(mha_forward, mha, causal),
             xs, warmup=opts["warmup"], min_reps=opts["min_reps"], max_reps=opts["max_reps"],
             budget_s=opts["budget_s"],
         )
@@ -260,25 +254,30 @@ def test_core_speed(cfg, record):
     torch.cuda.empty_cache()
     opts = _timing_options(b, s)
     tag = f"task4/perf_core/{_config_id(cfg)}"
+    # Drawn where the kernel runs (in the grader: the worker, 12 GB it need not receive).
     sets = [
-        tuple(randn(b, s, HIDDEN, tag=f"{tag}/{n}{i}", device=DEVICE) for n in "qkv")
+        tuple(worker_randn(b, s, HIDDEN, tag=f"{tag}/{n}{i}", device=DEVICE) for n in "qkv")
         for i in range(opts["n_sets"])
     ]
+    # The judge's own copy of the first set: for its own baseline timing and the float64 re-check.
+    own = tuple(randn(b, s, HIDDEN, tag=f"{tag}/{n}0", device=DEVICE) for n in "qkv") if is_judge() else sets[0]
     ext = _ext()
     # The timed function must be the student's kernel: no PyTorch attention inside.
-    assert_own_kernel(ext.custom_flash_attention, *sets[0], HEADS, causal, what="custom_flash_attention")
+    assert_own_kernel(ext.custom_flash_attention, *sets[0], HEADS, causal, what="custom_flash_attention",
+                      keep_result=True)
     with torch.no_grad(), strict_float32():
         cmp = compare_speed(
-            lambda q, k, v: ext.custom_flash_attention(q, k, v, HEADS, causal),
-            lambda q, k, v: sdpa_core(q, k, v, HEADS, causal),
+            bound(ext.custom_flash_attention, HEADS, causal), bound(sdpa_core, HEADS, causal),
             sets, warmup=opts["warmup"], min_reps=opts["min_reps"], max_reps=opts["max_reps"],
             budget_s=opts["budget_s"],
+            judge_baseline=(bind_tail(sdpa_core, HEADS, causal), [own]) if is_judge() else None,
         )
     # The output of the function just timed, on the timed inputs, is checked again against
     # float64 (the first batch item: a fast kernel must still be a right one).
     with torch.no_grad():
-        out = ext.custom_flash_attention(*sets[0], HEADS, causal)[:1]
-    q1, k1, v1 = (reference.split_heads(t[:1], HEADS) for t in sets[0])
+        out = on_worker(first_item_of)(ext.custom_flash_attention, *sets[0], HEADS, causal)
+    q1, k1, v1 = (reference.split_heads(t[:1], HEADS) for t in own)
+    del own
     ref = reference.merge_heads(reference.attention(q1, k1, v1, causal))
     with strict_float32():
         t32 = reference.merge_heads(reference.attention(q1, k1, v1, causal, dtype=torch.float32))

@@ -1,0 +1,141 @@
+"""The judge/worker channel on the CPU: values cross, code does not, the judge checks timings.
+
+A tiny submission folder holds a task-1 file written for each test; a
+:class:`harness.remote.Client` runs it in a worker, as the grader's judge does.
+"""
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+import torch
+
+from harness import channel, remote
+from harness.checks import mha_forward, nn_multihead_attention
+from harness.inputs import mha_weights, randn
+from harness.tasks import REPO_ROOT
+from harness.timing import bind_tail, compare_speed
+
+
+def make_client(tmp_path, source: str, **kwargs) -> remote.Client:
+    impl = tmp_path / "worker" / "submission"
+    (impl / "task1").mkdir(parents=True)
+    (impl / "task1" / "attention.py").write_text(textwrap.dedent(source))
+    return remote.Client(tmp_path / "worker", impl, REPO_ROOT, **kwargs)
+
+
+HELPERS = '''
+import torch
+from torch import nn
+
+def add_one_(t):
+    t.add_(1)
+    return None
+
+def fail(kind):
+    raise {"value": ValueError, "type": TypeError, "custom": type("Mine", (Exception,), {})}[kind]("told to")
+
+def non_contiguous(t):
+    return t.is_contiguous(), tuple(t.stride())
+'''
+
+
+def test_values_cross_and_in_place_changes_come_back(tmp_path):
+    c = make_client(tmp_path, HELPERS)
+    try:
+        mod = c.import_module("task1.attention")
+        t = torch.zeros(3, 4)
+        assert mod.add_one_(t) is None and torch.equal(t, torch.ones(3, 4))
+        assert mod.non_contiguous(torch.randn(4, 3).t()) == (False, (1, 3))
+        with pytest.raises(ValueError, match="told to"):
+            mod.fail("value")
+        with pytest.raises(remote.RemoteError, match="Mine: told to"):
+            mod.fail("custom")
+        assert c.info["containment"].startswith(("landlock", "uncontained"))
+    finally:
+        c.close()
+
+
+def test_a_hung_worker_fails_one_call_and_is_replaced(tmp_path):
+    c = make_client(tmp_path, "import time\ndef hang():\n    time.sleep(600)\ndef ok():\n    return 7\n",
+                    call_timeout_s=3)
+    try:
+        mod = c.import_module("task1.attention")
+        start = time.monotonic()
+        with pytest.raises(remote.WorkerFailed, match="no answer within 3 s"):
+            mod.hang()
+        assert time.monotonic() - start < 20
+        assert c.import_module("task1.attention").ok() == 7  # a fresh worker
+    finally:
+        c.close()
+
+
+def test_the_judge_refuses_malformed_frames():
+    import os
+
+    r, w = os.pipe()
+    os.write(w, (10**12).to_bytes(8, "big"))
+    with pytest.raises(channel.ProtocolError, match="header"):
+        channel.read_message(r, time.monotonic() + 5)
+    header = b'{"__tensors__": [{"dtype": "float32", "shape": [2], "nbytes": 99999999999999}]}'
+    os.write(w, len(header).to_bytes(8, "big") + header)
+    with pytest.raises(channel.ProtocolError, match="limit"):
+        channel.read_message(r, time.monotonic() + 5)
+    with pytest.raises(channel.ProtocolError):
+        channel.decode({"__pickle__": "x"}, [], lambda h: None)
+
+
+SLOW_BASELINE = '''
+import time, torch
+_real = time.perf_counter
+_calls = [0]
+def _lying_clock():
+    # Every other reading jumps ahead: the baseline (timed second in each pair on a CPU) looks slow.
+    _calls[0] += 1
+    return _real() + (0.05 if _calls[0] % 4 == 2 else 0.0)
+time.perf_counter = _lying_clock
+
+def fast(x):
+    return x * 2
+'''
+
+
+def test_a_patched_timer_is_not_believed(tmp_path, monkeypatch):
+    """The worker's clock is the submission's: the judge re-times the baseline and compares."""
+    c = make_client(tmp_path, SLOW_BASELINE)
+    monkeypatch.setattr(remote, "_client", c)
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    try:
+        mod = c.import_module("task1.attention")
+        weights = mha_weights(64, tag="t/w")
+        x = randn(2, 16, 64, tag="t/x")
+        mha_here = nn_multihead_attention(weights, 64, 4, "cpu")
+        mha = remote.on_worker(nn_multihead_attention)(weights, 64, 4, "cpu")
+        cmp = compare_speed(remote.bound(mod.fast), remote.bound(mha_forward, mha, False), [(x,)],
+                            min_reps=20, max_reps=40, budget_s=0.5,
+                            judge_baseline=(bind_tail(mha_forward, mha_here, False), [(x,)]))
+        assert cmp.distrust, cmp
+        assert "judge timed it itself" in cmp.distrust[0] or "timer was tampered" in cmp.distrust[0]
+        assert cmp.as_dict()["trusted"] is False
+    finally:
+        c.close()
+
+
+def test_an_honest_timing_is_believed(tmp_path, monkeypatch):
+    c = make_client(tmp_path, "def fast(x):\n    return x * 2\n")
+    monkeypatch.setattr(remote, "_client", c)
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    try:
+        mod = c.import_module("task1.attention")
+        weights = mha_weights(256, tag="t/w")
+        x = randn(4, 128, 256, tag="t/x")
+        mha_here = nn_multihead_attention(weights, 256, 4, "cpu")
+        mha = remote.on_worker(nn_multihead_attention)(weights, 256, 4, "cpu")
+        cmp = compare_speed(remote.bound(mod.fast), remote.bound(mha_forward, mha, False), [(x,)],
+                            min_reps=20, max_reps=40, budget_s=0.5,
+                            judge_baseline=(bind_tail(mha_forward, mha_here, False), [(x,)]))
+        assert cmp.distrust == [], cmp.distrust
+        assert cmp.speedup > 1
+    finally:
+        c.close()
