@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import traceback
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="input seed (default: a fresh random one, so no submission can know it ahead)")
     run.add_argument("--rubric", type=Path, default=None, help="another rubric file (default: grader/rubric.toml)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--containment", choices=("auto", "none"), default=None,
+                     help="auto (default): the submission's code runs under Landlock where the kernel has it; "
+                          "none: uncontained (every result is then flagged); also ATTN_KIT_CONTAIN")
 
     rel = sub.add_parser("release", help="write the student handout and prove it holds no solution",
                          description="Copy every file of the kit except solutions/, the kit's own tests and "
@@ -143,6 +147,8 @@ def cmd_run(args) -> int:
     if not submission.is_dir():
         print(f"error: the submission folder {submission} does not exist", file=sys.stderr)
         return EXIT_NO_SUBMISSION
+    if args.containment:
+        os.environ["ATTN_KIT_CONTAIN"] = args.containment
     out = args.out.resolve()
     rubric = rubric_mod.load(args.rubric) if args.rubric else rubric_mod.load()
     tasks = args.tasks or task_names(existing_only=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.tasks import EXTENSIONS, TASKS
 
-from harness.remote import WORKER_BUILD_ENV, Client
+from harness.remote import CONTAIN_ENV, WORKER_BUILD_ENV, Client
 
 from .proc import ProcResult, run_process
 from .stage import Stage
@@ -24,7 +24,8 @@ def worker_env(stage: Stage, env: dict[str, str]) -> dict[str, str]:
     """The environment of the submission's contained processes (no seed, no grader paths)."""
     assert stage.worker is not None and stage.submission is not None
     build = Path(env.get(WORKER_BUILD_ENV) or stage.worker / "build")
-    return Client(stage.worker, stage.submission, stage.folder, build_dir=build).env()
+    return Client(stage.worker, stage.submission, stage.folder, build_dir=build,
+                  contain=env.get(CONTAIN_ENV, "auto")).env()
 
 
 def compile_modules(stage: Stage) -> list[str]:

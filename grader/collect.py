@@ -108,6 +108,8 @@ def gradebook_rows(rows: list[dict], tasks: list[str]) -> list[dict]:
         line["flags"] = " | ".join(flags)
         line["note"] = row["note"]
         line["gpu"] = raw.get("gpu", "")
+        line["containment"] = " / ".join(sorted({str(t.get("containment")) for t in tr.values() if t.get("containment")})
+                                         or [str(raw.get("containment", ""))])
         line["seed"] = raw.get("seed", "")
         line["seconds"] = _num(raw.get("execution_time"))
         out.append(line)
@@ -118,7 +120,7 @@ def write_gradebook(path: Path, lines: list[dict], tasks: list[str]) -> None:
     columns = ["student", "status", "total", "max_total"]
     for task in tasks:
         columns += [task, f"{task}_status"]
-    columns += ["flag_count", "flags", "note", "gpu", "seed", "seconds"]
+    columns += ["flag_count", "flags", "note", "gpu", "containment", "seed", "seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -16,9 +16,10 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from harness.containment import UNCONTAINED
 from harness.containment import available as containment_available
 from harness.proctree import set_subreaper
-from harness.remote import WORKER_BUILD_ENV
+from harness.remote import CONTAIN_ENV, WORKER_BUILD_ENV
 from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS
 
 from . import report as report_mod
@@ -32,6 +33,11 @@ from .stage import Unreadable, kit_hashes, read_submission_file, stage_task
 
 #: The containment this machine gives the worker (harness.containment), for every report.
 CONTAINMENT = containment_available()
+
+
+def expected_containment() -> str:
+    """What the workers of this run should report: none when staff turned it off."""
+    return UNCONTAINED if os.environ.get(CONTAIN_ENV) == "none" else CONTAINMENT
 
 SOLUTIONS = REPO_ROOT / "solutions"
 
@@ -58,7 +64,7 @@ def child_env(seed: int, build_cache: Path) -> dict[str, str]:
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",
     )
-    for key in ("ATTN_KIT_CUDA_ARCH",):  # staff may pin the architecture for the whole run
+    for key in ("ATTN_KIT_CUDA_ARCH", CONTAIN_ENV):  # staff may pin these for the whole run
         if key in os.environ:
             env[key] = os.environ[key]
     # PYTHONPATH is kept (site packages may live there); the staged folder still comes
@@ -130,12 +136,17 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
             result.update(status="skipped", reason=f"needs a CUDA GPU; none is visible on this machine{compiled}")
             progress(name, "skipped: " + result["reason"])
             return result
-        progress(name, f"testing (up to {tr.test_timeout_s:.0f} s; the submission runs in a worker: {CONTAINMENT})")
+        progress(name, f"testing (up to {tr.test_timeout_s:.0f} s; the submission runs in a worker: {expected_containment()})")
         before = kit_hashes(stage.folder)
         run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs)
         after = kit_hashes(stage.folder)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-        result["containment"] = CONTAINMENT
+        worker = ((run.report or {}).get("attn_kit") or {}).get("worker") or {}
+        # What the worker said of itself wins over what this process expected (a worker
+        # that could not import landlockpy runs uncontained, and says so).
+        result["containment"] = str(worker.get("containment") or expected_containment())
+        if UNCONTAINED in result["containment"]:
+            result["flags"].append(f"{task} ran uncontained: its code could reach the kit and the results; review")
         if not TASKS[task].judged:
             result["flags"].append(ONE_PROCESS_FLAG.format(task=task))
         result["stage_seconds"]["tests"] = round(run.proc.seconds, 2)
@@ -201,7 +212,7 @@ def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *
     progress = Progress(quiet)
     results: dict = dict(submission=str(submission), out=str(out), seed=seed, tasks={}, flags=[],
                          started=started, rubric=str(rubric.source), gpu=_gpu_name())
-    results["containment"] = CONTAINMENT
+    results["containment"] = expected_containment()
     out.mkdir(parents=True, exist_ok=True)
     set_subreaper()  # whatever a worker leaves behind becomes ours, and is ended after each task
     try:

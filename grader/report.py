@@ -138,12 +138,23 @@ def summary_text(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _containments(results: dict) -> str:
+    """The containment each task's worker reported (one value when all agree)."""
+    seen = {t: r["containment"] for t, r in results.get("tasks", {}).items() if r.get("containment")}
+    if not seen:
+        return str(results.get("containment", "unknown"))
+    if len(set(seen.values())) == 1:
+        return next(iter(seen.values()))
+    return ", ".join(f"{t}: {c}" for t, c in seen.items())
+
+
 def markdown(results: dict) -> str:
     score, max_score = total_points(results)
     out = [f"# Grading report: {score:g} / {max_score:g}", "",
            f"- submission: `{results.get('submission')}`", f"- GPU: {results.get('gpu')}",
            f"- seed: {results.get('seed')} (inputs were drawn from it; a re-run uses a new one)",
-           f"- wall time: {results.get('execution_time', 0):.0f} s", "",
+           f"- wall time: {results.get('execution_time', 0):.0f} s",
+           f"- containment of the submission's code: {_containments(results)}", "",
            "| task | points | status | reason |", "| --- | --- | --- | --- |"]
     for task, pts, mx, status, reason in summary_rows(results):
         out.append(f"| {task} | {pts} / {mx} | {status} | {reason.replace('|', '/')} |")

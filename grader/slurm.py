@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import secrets
+import os
 import shlex
 import shutil
 import subprocess
@@ -218,6 +219,13 @@ def submit(submissions_dir: Path, results_dir: Path, opts: SbatchOptions, grader
     if not p.submit:
         print("nothing to submit" + ("" if force else " (--force grades finished submissions again)"), file=out)
         return 0, []
+    from harness.containment import UNCONTAINED, available
+
+    here = UNCONTAINED if os.environ.get("ATTN_KIT_CONTAIN") == "none" else available()
+    if here == UNCONTAINED:
+        print("warning: this machine offers no containment for submission code (no Landlock, or it was turned "
+              "off): if the compute nodes are alike, every result will be marked uncontained and flagged. "
+              "The gradebook's containment column says what each node had.", file=out)
     if not dry_run and shutil.which("sbatch") is None:
         print("error: sbatch not found (run this on a Slurm login node, or use --dry-run)", file=sys.stderr)
         return 1, []

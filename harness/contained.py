@@ -10,14 +10,16 @@ import os
 import runpy
 import sys
 
-from .containment import POLICY_ENV, Policy, apply
+from .containment import POLICY_ENV, PROC_ALL, Policy, apply
 
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "-m":
         print("usage: python -m harness.contained -m MODULE [ARGS]", file=sys.stderr)
         return 2
-    print(f"containment: {apply(Policy.from_env(os.environ.get(POLICY_ENV, '{}')))}", flush=True)
+    policy = Policy.from_env(os.environ.get(POLICY_ENV, "{}"))
+    policy.proc_write = PROC_ALL  # the tests it runs start children that open the GPU too
+    print(f"containment: {apply(policy)}", flush=True)
     sys.argv = [argv[1], *argv[2:]]
     runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     return 0

@@ -35,11 +35,19 @@ UNCONTAINED = "uncontained"
 SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys")
 
 
+#: Where in /proc a contained process may write. The NVIDIA driver writes into the
+#: /proc entry of the process that opens the GPU (seen on an H200: without it,
+#: cudaGetDeviceCount fails with error 304), so a worker may write its own entry;
+#: a process whose children use the GPU too (the one-process test runs) needs all of it.
+PROC_SELF, PROC_ALL = "self", "all"
+
+
 @dataclass
 class Policy:
     read: list[str] = field(default_factory=list)
     write: list[str] = field(default_factory=list)
     mode: str = "auto"  # auto: Landlock where the kernel has it; none: uncontained
+    proc_write: str = PROC_SELF
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -47,7 +55,8 @@ class Policy:
     @classmethod
     def from_env(cls, text: str) -> "Policy":
         data = json.loads(text)
-        return cls(read=list(data.get("read", [])), write=list(data.get("write", [])), mode=data.get("mode", "auto"))
+        return cls(read=list(data.get("read", [])), write=list(data.get("write", [])), mode=data.get("mode", "auto"),
+                   proc_write=data.get("proc_write", PROC_SELF))
 
 
 def package_dirs_on_pythonpath() -> list[str]:
@@ -137,6 +146,9 @@ def apply(policy: Policy) -> str:
                 rules.allow_path(path, read)
         if Path("/dev").exists():
             rules.allow_path("/dev", devices)
+        proc = "/proc" if policy.proc_write == PROC_ALL else f"/proc/{os.getpid()}"
+        if Path(proc).exists():
+            rules.allow_path(proc, devices)
         for path in policy.write:
             Path(path).mkdir(parents=True, exist_ok=True)
             rules.allow_path(path, everything)

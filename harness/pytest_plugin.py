@@ -150,6 +150,12 @@ class _JsonReportBridge:
     """Copies ``record`` measurements into pytest-json-report's per-test metadata."""
 
     @pytest.hookimpl(optionalhook=True)
+    def pytest_json_modifyreport(self, json_report):
+        """In the judge: how the worker said it was contained, for the grader's reports."""
+        if remote.is_judge():
+            json_report["attn_kit"] = {"worker": remote.worker_report()}
+
+    @pytest.hookimpl(optionalhook=True)
     def pytest_json_runtest_metadata(self, item: pytest.Item, call: pytest.CallInfo):
         if call.when != "call":
             return {}

@@ -294,6 +294,11 @@ def client() -> Client:
     return _client
 
 
+def worker_report() -> dict:
+    """What the judge's worker said of itself (containment, pid), if one was started."""
+    return dict(_client.info) if _client is not None else {}
+
+
 def shutdown() -> None:
     global _client
     if _client is not None:
