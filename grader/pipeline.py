@@ -19,7 +19,8 @@ from pathlib import Path
 from harness.containment import UNCONTAINED
 from harness.containment import available as containment_available
 from harness.proctree import set_subreaper
-from harness.remote import CONTAIN_ENV, WORKER_BUILD_ENV
+from harness.remote import CALL_TIMEOUT_ENV, CONTAIN_ENV, WORKER_BUILD_ENV
+from harness.spawn import MEMORY_ENV
 from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS
 
 from . import report as report_mod
@@ -138,6 +139,9 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
             return result
         progress(name, f"testing (up to {tr.test_timeout_s:.0f} s; the submission runs in a worker: {expected_containment()})")
         before = kit_hashes(stage.folder)
+        env[CALL_TIMEOUT_ENV] = str(rubric.call_timeout_s)
+        if rubric.worker_memory_gb:
+            env[MEMORY_ENV] = str(int(rubric.worker_memory_gb * 2**30))
         run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs)
         after = kit_hashes(stage.folder)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))

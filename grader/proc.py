@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.containment import remove_worker_cgroups, sweep_stale_cgroups
 from harness.proctree import kill_tree, reap_orphans
 
 #: How much of a child's output the reports keep (the log file keeps all of it).
@@ -44,6 +45,8 @@ def _end_tree(proc: subprocess.Popen) -> None:
     if proc.poll() is None:  # once reaped, its pid may belong to someone else: leave it
         kill_tree(proc.pid)
     reap_orphans()
+    remove_worker_cgroups(proc.pid)  # a contained child (harness.contained) made its own
+    sweep_stale_cgroups()  # and the workers of a judge that was killed made theirs
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -51,6 +51,10 @@ class Rubric:
     implausible_factor: float
     results_mismatch_factor: float
     source: Path = field(default=RUBRIC_PATH)
+    #: Seconds one check may wait for the worker before it is declared hung.
+    call_timeout_s: float = 300.0
+    #: The worker's memory bound in GiB (0: half the machine's memory).
+    worker_memory_gb: float = 0.0
 
     @property
     def total(self) -> float:
@@ -98,4 +102,6 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
         implausible_factor=float(grading.get("implausible_factor", 3.0)),
         results_mismatch_factor=float(grading.get("results_mismatch_factor", 2.0)),
         source=Path(path),
+        call_timeout_s=float(grading.get("call_timeout_s", 300.0)),
+        worker_memory_gb=float(grading.get("worker_memory_gb", 0.0)),
     )

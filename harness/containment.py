@@ -11,8 +11,11 @@ imported; every process it starts inherits it.
 * Where the kernel has no Landlock, the worker runs **uncontained** and says
   so; the grader marks every result of such a run.
 
-Resource limits (core dumps off, a cap on the size of any file written) apply
-in both cases.
+Resource limits apply in both cases: core dumps off, a cap on the size of any
+file written, a bound on the processes of the worker's tree (RLIMIT_NPROC, or
+for root, to whom the kernel never applies it, a pids cgroup) and on its memory
+(a memory cgroup, where this machine lets us make one; on a Slurm node the job's
+own cgroup bounds it too).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class Policy:
     write: list[str] = field(default_factory=list)
     mode: str = "auto"  # auto: Landlock where the kernel has it; none: uncontained
     proc_write: str = PROC_SELF
+    memory_bytes: int = 0  # the worker's memory bound; 0: MEMORY_SHARE of the machine
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -56,7 +60,7 @@ class Policy:
     def from_env(cls, text: str) -> "Policy":
         data = json.loads(text)
         return cls(read=list(data.get("read", [])), write=list(data.get("write", [])), mode=data.get("mode", "auto"),
-                   proc_write=data.get("proc_write", PROC_SELF))
+                   proc_write=data.get("proc_write", PROC_SELF), memory_bytes=int(data.get("memory_bytes", 0)))
 
 
 def package_dirs_on_pythonpath() -> list[str]:
@@ -97,11 +101,166 @@ def available() -> str:
     return f"{LANDLOCK} (ABI {abi})" if abi else UNCONTAINED
 
 
-def _limits() -> None:
+#: Processes a worker's whole tree may hold at once: a fork bomb stops here.
+MAX_PROCESSES = 512
+#: Share of the machine's memory a worker may use (where a memory cgroup can be made).
+MEMORY_SHARE = 0.5
+#: Name of the cgroup a worker makes for itself, beside the judge's: ``attn-kit-<pid>``.
+CGROUP_PREFIX = "attn-kit-"
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cgroup_dir(controller: str) -> Path | None:
+    """This process's cgroup folder for ``controller`` (cgroup v1 or v2), if there is one."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            folder = Path("/sys/fs/cgroup", controller, path.lstrip("/"))
+            if folder.is_dir():
+                return folder
+        if controllers == "" and controller in _v2_controllers():
+            folder = Path("/sys/fs/cgroup", path.lstrip("/"))
+            if folder.is_dir():
+                return folder
+    return None
+
+
+def _v2_controllers() -> list[str]:
+    try:
+        return Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
+    except OSError:
+        return []
+
+
+def worker_cgroup(controller: str, pid: int) -> Path | None:
+    """Where the worker ``pid`` put itself for ``controller`` (seen from the judge)."""
+    base = cgroup_dir(controller)
+    return base / f"{CGROUP_PREFIX}{pid}" if base is not None else None
+
+
+def _join_cgroup(controller: str, settings: dict[str, str]) -> bool:
+    """Make a cgroup of our own for ``controller``, set it, move in; False if not allowed here."""
+    base = cgroup_dir(controller)
+    if base is None:
+        return False
+    mine = base / f"{CGROUP_PREFIX}{os.getpid()}"
+    try:
+        mine.mkdir(exist_ok=True)
+        for name, value in settings.items():
+            (mine / name).write_text(value)
+        (mine / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError:
+        try:
+            mine.rmdir()
+        except OSError:
+            pass
+        return False
+    return True
+
+
+def kill_worker_cgroups(pid: int, rounds: int = 50) -> None:
+    """SIGKILL every process in the worker's cgroups (no process can leave one), until none is left."""
+    import signal
+
+    folders = [f for f in (worker_cgroup(c, pid) for c in ("pids", "memory")) if f is not None and f.is_dir()]
+    for _ in range(rounds):
+        pids = set()
+        for folder in folders:
+            try:
+                pids.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                pass
+        if not pids:
+            return
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def remove_worker_cgroups(pid: int) -> None:
+    """The judge's clean-up once the worker's tree is gone."""
+    for controller in ("pids", "memory"):
+        folder = worker_cgroup(controller, pid)
+        if folder is not None and folder.is_dir():
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def sweep_stale_cgroups() -> None:
+    """Remove the empty cgroups of workers that are gone (a worker killed with its judge leaves one)."""
+    for controller in ("pids", "memory"):
+        base = cgroup_dir(controller)
+        if base is None:
+            continue
+        for folder in base.glob(f"{CGROUP_PREFIX}*"):
+            pid = folder.name.removeprefix(CGROUP_PREFIX)
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                try:
+                    folder.rmdir()  # fails while a process is still inside: then it stays
+                except OSError:
+                    pass
+
+
+def memory_limit_hit(pid: int) -> int | None:
+    """The worker's memory limit in bytes if its cgroup ever hit it, else None."""
+    folder = worker_cgroup("memory", pid)
+    if folder is None:
+        return None
+    for failcnt, limit in (("memory.failcnt", "memory.limit_in_bytes"), ("memory.events", "memory.max")):
+        try:
+            text = (folder / failcnt).read_text()
+            hit = int(text) > 0 if failcnt.endswith("failcnt") else any(
+                line.split()[0] in ("max", "oom_kill") and int(line.split()[1]) > 0 for line in text.splitlines())
+            if hit:
+                return int((folder / limit).read_text().strip())
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _user_processes() -> int:
+    uid, n = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                n += os.stat(f"/proc/{entry}").st_uid == uid
+            except OSError:
+                pass
+    return n
+
+
+def _limits(memory_bytes: int = 0) -> list[str]:
+    """Core dumps off, file sizes capped, processes and memory bounded where the OS lets us."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     cap = MAX_FILE_BYTES if hard == resource.RLIM_INFINITY else min(MAX_FILE_BYTES, hard)
     resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+    said = []
+    if os.geteuid() == 0:  # the kernel never applies RLIMIT_NPROC to root: a pids cgroup does it
+        if _join_cgroup("pids", {"pids.max": str(MAX_PROCESSES)}):
+            said.append(f"at most {MAX_PROCESSES} processes")
+    else:
+        limit = _user_processes() + MAX_PROCESSES
+        _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        said.append(f"at most {MAX_PROCESSES} more processes")
+    memory = memory_bytes or int(machine_memory_bytes() * MEMORY_SHARE)
+    if _join_cgroup("memory", {"memory.limit_in_bytes": str(memory)}) or _join_cgroup("memory", {"memory.max": str(memory)}):
+        said.append(f"memory at most {memory / 2**30:.1f} GiB")
+    return said
 
 
 _PR_CAPBSET_DROP = 24
@@ -129,9 +288,10 @@ def _drop_capabilities() -> None:
 
 def apply(policy: Policy) -> str:
     """Contain this process as ``policy`` says; return the containment now in force, in words."""
-    _limits()
+    limits = _limits(policy.memory_bytes)
+    suffix = "".join(f"; {x}" for x in limits)
     if policy.mode == "none" or not landlock_abi():
-        return UNCONTAINED
+        return UNCONTAINED + suffix
     import landlockpy
     from landlockpy import AccessFS, AccessNet, Ruleset, Scope
 
@@ -155,4 +315,4 @@ def apply(policy: Policy) -> str:
         rules.restrict()
     if os.geteuid() == 0:
         _drop_capabilities()
-    return f"{LANDLOCK} (ABI {landlockpy.abi_version()})"
+    return f"{LANDLOCK} (ABI {landlockpy.abi_version()})" + suffix

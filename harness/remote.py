@@ -36,7 +36,8 @@ from .spawn import CONTAIN_ENV, WORKER_BUILD_ENV, WORKER_DIR_ENV  # noqa: E402,F
 #: Seconds one call may take before the worker is declared hung.
 CALL_TIMEOUT_ENV = "ATTN_KIT_CALL_TIMEOUT_S"
 DEFAULT_CALL_TIMEOUT_S = 300.0
-#: After this many checks in a row lost their worker, the rest fail at once (each restart costs seconds).
+#: After this many checks in a row lost their worker, the rest fail at once (each restart costs
+#: seconds); a worker that hangs ends the run at once (each hang costs the call time limit).
 MAX_CONSECUTIVE_FAILURES = 3
 #: Seconds a new worker gets to start (import torch, contain itself).
 START_TIMEOUT_S = 120.0
@@ -100,10 +101,13 @@ class Client:
         return self.worker
 
     def close(self) -> None:
+        from .containment import sweep_stale_cgroups
+
         if self.worker is not None:
             self.worker.stop("closed")
             self.worker = None
         reap_orphans()
+        sweep_stale_cgroups()
 
     # -- requests -------------------------------------------------------------
     def _fail(self, worker: WorkerProcess, what: str, why: str) -> WorkerFailed:
@@ -117,6 +121,8 @@ class Client:
                 status = f" (it died of signal {-code})"
         elif code is not None:
             status = f" (it exited with status {code})"
+        if worker.memory_limit_hit:
+            status += f": it used more than {worker.memory_limit_hit / 2**30:.1f} GiB, the worker's memory limit"
         tail = _log_tail(worker.log.name)
         self.failures_in_a_row += 1
         self.last_failure = f"{why}{status}"
@@ -140,8 +146,11 @@ class Client:
             channel.write_message(worker.req_w, fields, tensors, deadline)
             reply, out = channel.read_message(worker.rep_r, deadline, device_map=_device_here)
         except channel.ChannelTimeout:
-            raise self._fail(worker, what, f"no answer within {timeout_s or self.call_timeout_s:.0f} s "
-                             "(an endless loop, a deadlock or a kernel that hangs?); the worker was stopped") from None
+            failure = self._fail(worker, what, f"no answer within {timeout_s or self.call_timeout_s:.0f} s "
+                                 "(an endless loop, a deadlock or a kernel that hangs?); the worker was stopped")
+            # One hang ends the run: each further hang would cost the whole time limit again.
+            self.failures_in_a_row = MAX_CONSECUTIVE_FAILURES
+            raise failure from None
         except channel.ChannelClosed:
             worker.proc.poll()
             time.sleep(0.05)

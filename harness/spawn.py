@@ -19,6 +19,8 @@ WORKER_DIR_ENV = "ATTN_KIT_WORKER_DIR"
 WORKER_BUILD_ENV = "ATTN_KIT_WORKER_BUILD_DIR"
 #: ``auto`` (Landlock where the kernel has it) or ``none``.
 CONTAIN_ENV = "ATTN_KIT_CONTAIN"
+#: The worker's memory bound in bytes (default: a share of the machine, harness.containment).
+MEMORY_ENV = "ATTN_KIT_WORKER_MEMORY_BYTES"
 _KIT = Path(__file__).resolve().parent.parent
 
 
@@ -43,7 +45,8 @@ def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: s
     for d in (home, tmp, build_dir):
         d.mkdir(parents=True, exist_ok=True)
     policy = Policy(read=[str(kit), str(impl), *python_read_paths()],
-                    write=[str(scratch), str(build_dir)], mode=contain)
+                    write=[str(scratch), str(build_dir)], mode=contain,
+                    memory_bytes=int(os.environ.get(MEMORY_ENV) or 0))
     env.update({
         "PYTHONPATH": os.pathsep.join([str(kit), *package_dirs_on_pythonpath()]), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
         "HOME": str(home), "TMPDIR": str(tmp), "ATTN_KIT_IMPL": str(impl),
@@ -78,6 +81,7 @@ class WorkerProcess:
         os.close(rep_w)
         self.req_w, self.rep_r = req_w, rep_r
         self.dead_reason: str | None = None
+        self.memory_limit_hit: int | None = None  # the limit in bytes, if the worker's cgroup hit it
 
     def alive(self) -> bool:
         return self.dead_reason is None and self.proc.poll() is None
@@ -85,13 +89,19 @@ class WorkerProcess:
     def stop(self, reason: str) -> None:
         if self.dead_reason is None:
             self.dead_reason = reason
-        from .proctree import kill_tree
+        from .containment import kill_worker_cgroups, memory_limit_hit, remove_worker_cgroups
+        from .proctree import kill_tree, reap_orphans
 
-        kill_tree(self.proc.pid)
+        kill_worker_cgroups(self.proc.pid)  # fast and complete where the worker has cgroups
+        if self.proc.poll() is None:  # once reaped, the pid may be someone else's
+            kill_tree(self.proc.pid)
+        reap_orphans()  # what it left behind was handed to us, its subreaper
+        self.memory_limit_hit = memory_limit_hit(self.proc.pid)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        remove_worker_cgroups(self.proc.pid)
         for fd in (self.req_w, self.rep_r):
             try:
                 os.close(fd)

@@ -275,6 +275,75 @@ def test_trick_scores_nothing(name, tmp_path, record):
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived the task"
 
 
+def worker_containment(tmp_path) -> str:
+    """What a worker on this machine says of its containment (limits included)."""
+    from harness import remote
+
+    (tmp_path / "probe" / "submission").mkdir(parents=True)
+    client = remote.Client(tmp_path / "probe", tmp_path / "probe" / "submission", REPO_ROOT)
+    try:
+        client.import_module("harness.inputs")
+        return client.info["containment"]
+    finally:
+        client.close()
+
+
+#: A short wait for the worker, so a hung check costs seconds, not minutes.
+SHORT_CALL_TIMEOUT_S = 15
+
+
+#: A small memory bound, so the allocation fixture reaches it in a second.
+SMALL_MEMORY_GB = 2
+
+
+def short_rubric(tmp_path):
+    text = rubric_mod.RUBRIC_PATH.read_text().replace("call_timeout_s = 300", f"call_timeout_s = {SHORT_CALL_TIMEOUT_S}")
+    text = text.replace("worker_memory_gb = 0", f"worker_memory_gb = {SMALL_MEMORY_GB}")
+    (tmp_path / "rubric.toml").write_text(text)
+    return rubric_mod.load(tmp_path / "rubric.toml")
+
+
+FORK_BOMB = zeros_module("import os", """while True:
+            try:
+                os.fork()
+            except OSError:
+                pass""")
+# 100 GB in 1 GiB pieces, each written: the worker's memory limit is what stops it.
+ALLOCATE_100_GB = zeros_module("", "kept = [torch.ones(2**30 // 4) for _ in range(100)]")
+
+
+def test_fork_bomb_is_bounded(tmp_path):
+    if "processes" not in worker_containment(tmp_path):
+        pytest.skip("this machine gives the worker no process limit")
+    start = time.monotonic()
+    results = run_grading(submission(tmp_path / "sub", FORK_BOMB), ["task1", "task3"], tmp_path / "out",
+                          short_rubric(tmp_path), quiet=True, use_reference=False)
+    t1, t3 = results["tasks"]["task1"], results["tasks"]["task3"]
+    assert t1["points"] == 0 and "no answer within" in reasons(t1), reasons(t1)[:2000]
+    assert t3["points"] == t3["max_points"]
+    assert time.monotonic() - start < 300
+    left = [p for p in os.listdir("/proc") if p.isdigit() and _works_in(p, tmp_path)]
+    assert not left, f"processes of this submission left behind: {left}"
+
+
+def _works_in(pid: str, folder: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd").startswith(str(folder / "out"))
+    except OSError:
+        return False
+
+
+def test_a_100_gb_allocation_is_stopped(tmp_path):
+    said = worker_containment(tmp_path)
+    if "memory at most" not in said:  # without a bound, the machine's OOM killer would pick a victim
+        pytest.skip(f"this machine gives the worker no memory limit ({said})")
+    results = run_grading(submission(tmp_path / "sub", ALLOCATE_100_GB), ["task1", "task3"], tmp_path / "out",
+                          short_rubric(tmp_path), quiet=True, use_reference=False)
+    t1, t3 = results["tasks"]["task1"], results["tasks"]["task3"]
+    assert t1["points"] == 0 and "the worker's memory limit" in reasons(t1), reasons(t1)[:2000]
+    assert t3["points"] == t3["max_points"]
+
+
 def test_reference_copy_is_graded_in_full(tmp_path):
     """The same grading path gives a copy of the reference full marks (nothing above is luck)."""
     results = grade(submission(tmp_path / "sub"), tmp_path / "out")
