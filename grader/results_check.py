@@ -7,8 +7,6 @@ than the rubric's factor, is flagged.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness.results_md import reported_numbers
 
 from .scoring import Case

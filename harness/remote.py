@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import weakref
 from pathlib import Path
@@ -29,9 +27,10 @@ import torch
 
 from . import channel, spawn
 from .compare import CheckFailed
-from .proctree import kill_tree, reap_orphans, set_subreaper
+from .proctree import reap_orphans, set_subreaper
+from .spawn import WorkerProcess
 
-from .spawn import JUDGE, ROLE_ENV  # noqa: E402 - re-exported
+from .spawn import JUDGE, ROLE_ENV  # noqa: E402,F401 - re-exported
 from .spawn import CONTAIN_ENV, WORKER_BUILD_ENV, WORKER_DIR_ENV  # noqa: E402,F401 - re-exported
 #: Seconds one call may take before the worker is declared hung.
 CALL_TIMEOUT_ENV = "ATTN_KIT_CALL_TIMEOUT_S"

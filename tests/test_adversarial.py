@@ -378,3 +378,30 @@ def test_bad_results_md_costs_nothing(kind, tmp_path):
     assert time.monotonic() - start < 120
     assert [results["tasks"][t]["points"] for t in ("task1", "task3")] == [2, 3]
     assert any("Results.md was not read" in f for f in results["flags"]), results["flags"]
+
+
+#: Task 3's reference with its tiled core replaced by PyTorch's fused attention.
+TASK3_SDPA = (SOLUTIONS / "task3" / "attention.py").read_text() + textwrap.dedent('''
+
+    import torch.nn.functional as _F
+
+
+    def _handed_over(self, q, k, v, T_r=8, T_c=8, causal=False):
+        return _F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+    CustomFlashAttention._flash_attention = _handed_over
+''')
+
+
+@needs_containment
+def test_task3_core_handed_to_sdpa_keeps_only_its_honest_part(tmp_path):
+    """The online-softmax step is the student's own (0.5 points); the tiled core and the
+    module hand the work to SDPA and score nothing, saying so; task 1 is untouched."""
+    sub = submission(tmp_path / "sub")
+    (sub / "task3" / "attention.py").write_text(TASK3_SDPA)
+    results = grade(sub, tmp_path / "out")
+    t1, t3 = results["tasks"]["task1"], results["tasks"]["task3"]
+    assert t3["points"] == 0.5, (t3["points"], t3["reason"])
+    assert "scaled_dot_product_attention" in reasons(t3)
+    assert t1["points"] == t1["max_points"]
