@@ -196,6 +196,8 @@ def test_class_graded_on_slurm(tmp_path):
         "broken": ("graded", "2", "2", "0"), "reference": ("graded", "5", "2", "3"), "stubs": ("graded", "0", "0", "0")}
     assert book["broken"]["task3_status"] == "missing files" and book["stubs"]["task1_status"] == "not implemented"
     assert (res / "summary.md").exists() and (res / "scores.png").exists()
+    # Each row says how that student's code was contained on the node that graded it.
+    assert all(r["containment"] for r in book.values()), book
     print("gradebook:\n" + (res / "gradebook.csv").read_text())
 
     # A lost result (as after a node failure) is failed in status, and a re-run grades only it.
