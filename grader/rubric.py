@@ -61,8 +61,47 @@ class Rubric:
         return sum(t.points for t in self.tasks.values())
 
 
+from harness.tasks import TASKS  # noqa: E402
+
+
 class RubricError(ValueError):
     pass
+
+
+def defined_tests(task: str) -> dict[str, set[str]] | None:
+    """The test functions a task's test modules define, each with the measurement names it
+    records (``record("name", ...)``), read from the source; None if a module is missing."""
+    import ast
+
+    from harness.tasks import REPO_ROOT, TASKS
+
+    out: dict[str, set[str]] = {}
+    for rel in TASKS[task].tests:
+        path = REPO_ROOT / rel
+        if not path.is_file():
+            return None
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                out[node.name] = {
+                    call.args[0].value for call in ast.walk(node)
+                    if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "record"
+                    and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)
+                }
+    return out
+
+
+def unknown_names(task: TaskRubric) -> list[str]:
+    """What the rubric names for ``task`` that its tests do not define (empty: nothing)."""
+    tests = defined_tests(task.task)
+    if tests is None:
+        return []
+    bad = [f"test {t!r} (check '{c.name}')" for c in task.checks for t in c.tests if t not in tests]
+    for s in task.speedups:
+        if s.test not in tests:
+            bad.append(f"test {s.test!r} (speedup '{s.name}')")
+        elif s.measurement not in tests[s.test]:
+            bad.append(f"measurement {s.measurement!r}, which {s.test} never records (speedup '{s.name}')")
+    return bad
 
 
 def load(path: Path = RUBRIC_PATH) -> Rubric:
@@ -70,6 +109,7 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
     grading = data.get("grading", {})
     default_timeout = float(grading.get("test_timeout_s", 1200))
     tasks = {}
+    unknown: list[str] = []  # what the rubric names that no test defines, over every task
     for name, spec in data.items():
         if not name.startswith("task"):
             continue
@@ -86,6 +126,7 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
         )
         task = TaskRubric(name, float(spec["points"]), checks, speedups,
                           float(spec.get("test_timeout_s", default_timeout)))
+        unknown += [f"{name}: {u}" for u in (unknown_names(task) if name in TASKS else [])]
         parts = sum(c.points for c in checks) + sum(s.points for s in speedups)
         if abs(parts - task.points) > 1e-9:
             raise RubricError(f"{path}: {name}'s checks and speedups add up to {parts}, not {task.points}")
@@ -93,6 +134,9 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
             if not (s.zero_at < s.full_at and s.absolute_zero_at < s.absolute_full_at):
                 raise RubricError(f"{path}: {name} speedup '{s.name}': zero_at must be below full_at")
         tasks[name] = task
+    if unknown:
+        raise RubricError(f"{path} names what the tests do not define: {'; '.join(unknown)}. Fix the rubric "
+                          "(or the test names): a check no test can pass is points no student can earn.")
     for name, points in EXPECTED_POINTS.items():
         if name not in tasks or tasks[name].points != points:
             raise RubricError(f"{path}: {name} must be worth {points} points (the assignment's split)")
