@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
+
+from .device import device_name
+from .impl import IMPL_ENV, impl_root, source_path
+from .inputs import run_seed
+from .tasks import REPO_ROOT, TASKS
 
 #: pytest options for a student's run: short failures, a summary line per failed
 #: check (``-rfE``) and per skip (``-rs``, so a skipped GPU test says why).
@@ -24,6 +30,15 @@ def main(test_file: str, description: str, selectors: dict[str, str] | None = No
     parser.add_argument("--no-perf", action="store_true", help="skip the timed measurements")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
+    # A student's command tests the student's files, also in a checkout that holds
+    # solutions/ (the kit's own `pytest` run checks those); ATTN_KIT_IMPL=DIR still picks others.
+    os.environ.setdefault(IMPL_ENV, str(REPO_ROOT))
+    task = Path(test_file).parent.name
+    print(f"{description}\n  files under test: "
+          + ", ".join(str(source_path(rel)) if (impl_root() / rel).exists() else f"{impl_root() / rel} (missing)"
+                      for rel in TASKS[task].editable or ("(none: this task runs the kernels of tasks 4 and 5)",))
+          + f"\n  seed: {run_seed()} (ATTN_KIT_SEED={run_seed()} replays this run)"
+          + f"\n  device: {device_name()}", flush=True)
     chosen = [expr for flag, expr in selectors.items() if getattr(args, flag)]
     pytest_args = [test_file, *STUDENT_PYTEST_ARGS]
     if chosen:
