@@ -7,7 +7,8 @@ from pathlib import Path
 
 from harness.tasks import EXTENSIONS, TASKS
 
-from harness.remote import CONTAIN_ENV, WORKER_BUILD_ENV, Client
+from harness.spawn import CONTAIN_ENV, WORKER_BUILD_ENV
+from harness.spawn import worker_env as spawn_worker_env
 
 from .proc import ProcResult, run_process
 from .stage import Stage
@@ -24,8 +25,7 @@ def worker_env(stage: Stage, env: dict[str, str]) -> dict[str, str]:
     """The environment of the submission's contained processes (no seed, no grader paths)."""
     assert stage.worker is not None and stage.submission is not None
     build = Path(env.get(WORKER_BUILD_ENV) or stage.worker / "build")
-    return Client(stage.worker, stage.submission, stage.folder, build_dir=build,
-                  contain=env.get(CONTAIN_ENV, "auto")).env()
+    return spawn_worker_env(stage.worker, stage.submission, stage.folder, build, env.get(CONTAIN_ENV, "auto"))
 
 
 def compile_modules(stage: Stage) -> list[str]:
@@ -52,7 +52,8 @@ def build_task(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Pat
         return None
     cwd, cmd_env, launcher = stage.folder, env, []
     if stage.worker is not None:  # a submission: contained; the release's own stubs run as they are
-        cwd, cmd_env, launcher = stage.worker, worker_env(stage, env), ["-m", "harness.contained"]
+        # From the kit, which the build cannot write (see harness.spawn: sys.path starts there).
+        cwd, cmd_env, launcher = stage.folder, worker_env(stage, env), ["-m", "harness.contained"]
     proc = None
     for module in compile_modules(stage):
         proc = run_process(

@@ -212,7 +212,7 @@ def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *
                 use_reference: bool = True, seed: int | None = None) -> dict:
     """Grade ``tasks`` of ``submission`` into ``out``; the returned results are also written there."""
     started = time.time()
-    seed = seed if seed is not None else secrets.randbelow(2**31)
+    seed = seed if seed is not None else secrets.randbelow(2**63)
     progress = Progress(quiet)
     results: dict = dict(submission=str(submission), out=str(out), seed=seed, tasks={}, flags=[],
                          started=started, rubric=str(rubric.source), gpu=_gpu_name())

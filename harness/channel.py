@@ -74,6 +74,7 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
 
 
 def _write_all(fd: int, data: memoryview | bytes, deadline: float | None) -> None:
+    os.set_blocking(fd, False)  # a reader that stops reading must not block us past the deadline
     view = memoryview(data).cast("B")
     while view:
         _, ready, _ = select.select([], [fd], [], _deadline_left(deadline))
@@ -81,6 +82,8 @@ def _write_all(fd: int, data: memoryview | bytes, deadline: float | None) -> Non
             raise ChannelTimeout("the other side stopped reading")
         try:
             n = os.write(fd, view[:_CHUNK])
+        except BlockingIOError:  # select promised room for a little, not for a whole chunk
+            continue
         except BrokenPipeError as exc:
             raise ChannelClosed("the other side closed the channel") from exc
         view = view[n:]
@@ -171,12 +174,23 @@ def _tensor_meta(t: torch.Tensor) -> tuple[dict, memoryview]:
     meta = {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "device": str(t.device)}
     if meta["dtype"] not in DTYPES:
         raise ProtocolError(f"tensors of dtype {t.dtype} may not cross the wire")
-    if t.dim() > 1 and not t.is_contiguous():
-        meta["stride"] = list(t.stride())  # a non-contiguous layout is part of the input
+    if not t.is_contiguous() and t.numel() and 0 not in t.stride() and _dense_permutation(t):
+        meta["stride"] = list(t.stride())  # a non-contiguous layout (a transpose) is part of the input
     flat = t.contiguous().cpu().reshape(-1)
     data = flat.view(torch.uint8).numpy() if flat.numel() else memoryview(b"")
     meta["nbytes"] = int(flat.numel() * flat.element_size())
     return meta, memoryview(data).cast("B")
+
+
+def _dense_permutation(t: torch.Tensor) -> bool:
+    """True when ``t``'s strides are a permutation of a dense layout (no gaps, no overlap)."""
+    dims = sorted(range(t.dim()), key=lambda d: t.stride(d))
+    expected = 1
+    for d in dims:
+        if t.shape[d] != 1 and t.stride(d) != expected:
+            return False
+        expected *= t.shape[d]
+    return True
 
 
 def write_message(fd: int, fields: dict, tensors: list[torch.Tensor], deadline: float | None = None) -> None:
@@ -199,8 +213,8 @@ def read_message(fd: int, deadline: float | None = None, *, max_payload: int = M
         raise ProtocolError(f"a header of {n} bytes (the limit is {MAX_HEADER_BYTES})")
     try:
         fields = json.loads(_read_exact(fd, n, deadline))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"a header that is not JSON: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"a header that is not JSON: {type(exc).__name__}") from None
     if not isinstance(fields, dict):
         raise ProtocolError("a header that is not an object")
     metas = _list(fields.pop("__tensors__", []))
@@ -213,6 +227,15 @@ def read_message(fd: int, deadline: float | None = None, *, max_payload: int = M
         raise ProtocolError(f"{total} bytes of tensors in one message (the limit is {max_payload})")
     tensors = [_rebuild(meta, _read_exact(fd, meta["nbytes"], deadline), device_map) for meta in metas]
     return fields, tensors
+
+
+def _dense_strides(shape: list, stride: list) -> list:
+    """The strides of the dense layout whose dimension order ``stride`` implies."""
+    out, expected = [0] * len(shape), 1
+    for d in sorted(range(len(shape)), key=lambda d: stride[d] if isinstance(stride[d], int) else 0):
+        out[d] = expected if shape[d] != 1 else stride[d]
+        expected *= shape[d]
+    return out
 
 
 def _rebuild(meta: dict, data: bytes, device_map) -> torch.Tensor:
@@ -229,8 +252,9 @@ def _rebuild(meta: dict, data: bytes, device_map) -> torch.Tensor:
         device = device_map(device)
     stride = meta.get("stride")
     if stride is not None:
-        if not isinstance(stride, list) or len(stride) != len(shape) or not all(isinstance(s, int) and s >= 0 for s in stride):
-            raise ProtocolError("a tensor with bad strides")
+        if not isinstance(stride, list) or len(stride) != len(shape) or sorted(
+                stride) != sorted(_dense_strides(shape, stride)):
+            raise ProtocolError("a tensor with bad strides (only permutations of a dense layout cross)")
         out = torch.empty_strided(shape, stride, dtype=dtype, device=device)
         out.copy_(flat.reshape(shape))
         return out

@@ -286,6 +286,21 @@ def _drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
+#: Device files a contained process may open (those that exist): the usual character
+#: devices and every NVIDIA device (the GPU, its control and UVM nodes, MIG capabilities).
+DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+DEVICE_GLOBS = ("/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*")
+
+
+def device_paths() -> list[str]:
+    import glob
+
+    found = [p for p in DEVICE_FILES if os.path.exists(p)]
+    for pattern in DEVICE_GLOBS:
+        found += [p for p in glob.glob(pattern) if not os.path.isdir(p)]
+    return sorted(set(found))
+
+
 def apply(policy: Policy) -> str:
     """Contain this process as ``policy`` says; return the containment now in force, in words."""
     limits = _limits(policy.memory_bytes)
@@ -297,6 +312,7 @@ def apply(policy: Policy) -> str:
 
     read = AccessFS.READ_FILE | AccessFS.READ_DIR | AccessFS.EXECUTE
     devices = read | AccessFS.WRITE_FILE | AccessFS.IOCTL_DEV | AccessFS.TRUNCATE
+    device_file = AccessFS.READ_FILE | AccessFS.WRITE_FILE | AccessFS.IOCTL_DEV
     everything = landlockpy.fs_for_abi(landlockpy.abi_version())
     with Ruleset(scoped=Scope.SIGNAL | Scope.ABSTRACT_UNIX_SOCKET,
                  handled_net=AccessNet.BIND_TCP | AccessNet.CONNECT_TCP | AccessNet.BIND_UDP
@@ -304,9 +320,14 @@ def apply(policy: Policy) -> str:
         for path in sorted(set(SYSTEM_READ) | set(policy.read)):
             if Path(path).exists():
                 rules.allow_path(path, read)
-        if Path("/dev").exists():
-            rules.allow_path("/dev", devices)
-        proc = "/proc" if policy.proc_write == PROC_ALL else f"/proc/{os.getpid()}"
+        # Only the devices a Python + CUDA process needs: /dev as a whole would hold raw disks.
+        for path in device_paths():
+            rules.allow_path(path, device_file)
+        if Path("/dev/shm").is_dir():
+            rules.allow_path("/dev/shm", everything)
+        # All of /proc only for a process that is not root (whose sysctls it could write).
+        whole = policy.proc_write == PROC_ALL and os.geteuid() != 0
+        proc = "/proc" if whole else f"/proc/{os.getpid()}"
         if Path(proc).exists():
             rules.allow_path(proc, devices)
         for path in policy.write:

@@ -24,7 +24,7 @@ def run_seed() -> int:
     global _run_seed
     if _run_seed is None:
         value = os.environ.get(SEED_ENV)
-        _run_seed = int(value) if value else secrets.randbelow(2**31)
+        _run_seed = int(value) if value else secrets.randbelow(2**63)
         os.environ[SEED_ENV] = str(_run_seed)  # child processes reuse it
     return _run_seed
 

@@ -27,10 +27,6 @@ def set_subreaper() -> bool:
     return _subreaper
 
 
-def is_subreaper() -> bool:
-    return _subreaper
-
-
 def descendants(pid: int) -> list[int]:
     """Every live descendant of ``pid`` (from /proc), deepest last."""
     children: dict[int, list[int]] = {}

@@ -94,7 +94,7 @@ class Client:
             self.worker.stop(self.worker.dead_reason or "restarted")
             self.worker = None
         early = spawn.take_early(self.scratch)
-        self.worker = early or spawn.WorkerProcess(self.scratch, self.scratch / "worker.log", self.env())
+        self.worker = early or spawn.WorkerProcess(self.scratch, self.scratch / "worker.log", self.env(), self.kit)
         self._released.clear()
         self.info = self._request({"op": "hello"}, [], timeout_s=START_TIMEOUT_S, what="starting the worker").result
         return self.worker
@@ -154,16 +154,17 @@ class Client:
             worker.proc.poll()
             time.sleep(0.05)
             raise self._fail(worker, what, "the worker process ended without answering") from None
-        except channel.ProtocolError as exc:
-            raise self._fail(worker, what, f"the worker broke the protocol ({exc})") from None
+        except (channel.ProtocolError, RecursionError, RuntimeError, ValueError, OverflowError, MemoryError) as exc:
+            raise self._fail(worker, what, f"the worker broke the protocol ({type(exc).__name__}: {exc})") from None
         self.failures_in_a_row = 0
         if not reply.get("ok"):
             raise _error_from(reply.get("error") or {})
         try:
             result = channel.decode(reply.get("result"), out, lambda h: self._remote(h, worker))
-            mutated = [(p, channel.decode(v, out, lambda h: None)) for p, v in reply.get("mutated", [])]
-        except channel.ProtocolError as exc:
-            raise self._fail(worker, what, f"the worker broke the protocol ({exc})") from None
+            mutated = [(tuple(p), channel.decode(v, out, lambda h: None)) for p, v in reply.get("mutated", [])
+                       if isinstance(p, list) and len(p) == 2 and p[0] in ("args", "kwargs")]
+        except (channel.ProtocolError, RecursionError, ValueError) as exc:
+            raise self._fail(worker, what, f"the worker broke the protocol ({type(exc).__name__})") from None
         return _Reply(result, mutated, [str(v) for v in reply.get("violations", [])],
                       [str(o) for o in reply.get("ops", [])] if "ops" in reply else None)
 
@@ -227,14 +228,6 @@ def _log_tail(path: str, lines: int = 8) -> str:
     return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
 
 
-def _walk_tensors(value):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _walk_tensors(v)
-
-
 class RemoteObject:
     """An object that lives in the worker: attributes and calls are requests."""
 
@@ -266,17 +259,26 @@ class RemoteObject:
     def __call__(self, *args, **kwargs):
         return self.call(args, kwargs)
 
-    def call(self, args=(), kwargs=None, *, record_ops: bool = False, keep: bool = False):
+    def call(self, args=(), kwargs=None, *, record_ops: bool = False, keep: bool = False,
+             outputs: tuple = ()):
+        """Call it in the worker. ``outputs`` names the arguments (positions or keywords) the
+        call is meant to change in place; only their new values come back into the judge's
+        tensors. A change to any other argument is ignored: the judge's inputs, from which
+        it computes its references, are the judge's alone."""
         self._check_alive()
         kwargs = dict(kwargs or {})
         reply = self._client.request(
             "call", f"calling {self._type}", tensors_from={"target": self, "args": list(args), "kwargs": kwargs},
             record_ops=record_ops, keep=keep,
         )
-        for (where, key), value in reply.mutated:  # in-place changes made in the worker happen here too
-            original = args[key] if where == "args" else kwargs[key]
-            with torch.no_grad():
-                original.copy_(value.to(original.device))
+        for (where, key), value in reply.mutated:
+            if key not in outputs or not isinstance(value, torch.Tensor):
+                continue
+            original = args[key] if where == "args" and isinstance(key, int) and 0 <= key < len(args) else (
+                kwargs.get(key) if where == "kwargs" else None)
+            if isinstance(original, torch.Tensor) and original.shape == value.shape and original.dtype == value.dtype:
+                with torch.no_grad():
+                    original.copy_(value.to(original.device))
         if reply.violations:
             from .rules import violation_message
 

@@ -50,6 +50,7 @@ def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: s
     env.update({
         "PYTHONPATH": os.pathsep.join([str(kit), *package_dirs_on_pythonpath()]), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
         "HOME": str(home), "TMPDIR": str(tmp), "ATTN_KIT_IMPL": str(impl),
+        "PYTHONNOUSERSITE": "1",  # HOME is writable: its site-packages would run before containment
         "ATTN_KIT_BUILD_DIR": str(build_dir), POLICY_ENV: policy.to_env(),
     })
     for key in ("ATTN_KIT_CUDA_ARCH",):
@@ -63,7 +64,7 @@ class WorkerProcess:
 
     generations = 0
 
-    def __init__(self, scratch: Path, log_path: Path, env: dict[str, str]):
+    def __init__(self, scratch: Path, log_path: Path, env: dict[str, str], kit: Path | None = None):
         WorkerProcess.generations += 1
         self.generation = WorkerProcess.generations
         self.scratch = scratch
@@ -74,13 +75,17 @@ class WorkerProcess:
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.worker", str(req_r), str(rep_w)],
-            cwd=scratch, env=env, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL,
+            # Its working folder is the kit, which it cannot write: ``python -m`` puts the working
+            # folder first on sys.path, and the next worker must not import what this one wrote.
+            cwd=kit or Path(env["PYTHONPATH"].split(os.pathsep)[0]), env=env, pass_fds=(req_r, rep_w),
+            stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         os.close(req_r)
         os.close(rep_w)
         self.req_w, self.rep_r = req_w, rep_r
         self.dead_reason: str | None = None
+        self.stopped = False
         self.memory_limit_hit: int | None = None  # the limit in bytes, if the worker's cgroup hit it
 
     def alive(self) -> bool:
@@ -89,6 +94,9 @@ class WorkerProcess:
     def stop(self, reason: str) -> None:
         if self.dead_reason is None:
             self.dead_reason = reason
+        if self.stopped:  # twice would close fd numbers that may belong to someone else by now
+            return
+        self.stopped = True
         from .containment import kill_worker_cgroups, memory_limit_hit, remove_worker_cgroups
         from .proctree import kill_tree, reap_orphans
 
@@ -118,7 +126,7 @@ def start_early() -> None:
     global _early
     if is_judge() and _early is None:
         scratch, impl, kit, build, contain = judge_settings()
-        _early = WorkerProcess(scratch, scratch / "worker.log", worker_env(scratch, impl, kit, build, contain))
+        _early = WorkerProcess(scratch, scratch / "worker.log", worker_env(scratch, impl, kit, build, contain), kit)
 
 
 def take_early(scratch: Path) -> WorkerProcess | None:
