@@ -36,11 +36,20 @@ def judge_settings() -> tuple[Path, Path, Path, Path, str]:
             os.environ.get(CONTAIN_ENV, "auto"))
 
 
+#: Parts of variable names that usually hold credentials: never handed to submission code.
+SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
+
+
+def _secret(name: str) -> bool:
+    upper = name.upper()
+    return any(m in upper for m in SECRET_MARKERS) or upper.startswith(("AWS_", "GITHUB_", "HF_TOKEN", "SSH_"))
+
+
 def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: str) -> dict[str, str]:
     """The worker's environment: none of our ATTN_KIT_ variables (no seed), its own paths and policy."""
     from .containment import POLICY_ENV, Policy, package_dirs_on_pythonpath, python_read_paths
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_") and not _secret(k)}
     home, tmp = scratch / "home", scratch / "tmp"
     for d in (home, tmp, build_dir):
         d.mkdir(parents=True, exist_ok=True)
