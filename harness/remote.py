@@ -35,9 +35,10 @@ from .spawn import CONTAIN_ENV, WORKER_BUILD_ENV, WORKER_DIR_ENV  # noqa: E402,F
 #: Seconds one call may take before the worker is declared hung.
 CALL_TIMEOUT_ENV = "ATTN_KIT_CALL_TIMEOUT_S"
 DEFAULT_CALL_TIMEOUT_S = 300.0
-#: After this many checks in a row lost their worker, the rest fail at once (each restart costs
-#: seconds); a worker that hangs ends the run at once (each hang costs the call time limit).
-MAX_CONSECUTIVE_FAILURES = 3
+#: After this many lost workers in one run the remaining checks fail at once (each restart costs
+#: seconds: a file that crashes every check would cost minutes); a worker that hangs ends the
+#: run at once (each hang costs the call time limit).
+MAX_WORKER_FAILURES = 8
 #: Seconds a new worker gets to start (import torch, contain itself).
 START_TIMEOUT_S = 120.0
 
@@ -75,7 +76,7 @@ class Client:
         self.worker: WorkerProcess | None = None
         self.info: dict = {}
         self._released: list[tuple[int, int]] = []
-        self.failures_in_a_row = 0
+        self.failures = 0  # workers lost in this run
         self.last_failure = ""
         set_subreaper()
 
@@ -87,8 +88,8 @@ class Client:
     def _ensure(self) -> WorkerProcess:
         if self.worker is not None and self.worker.alive():
             return self.worker
-        if self.failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-            raise WorkerFailed(f"not run: the worker failed {self.failures_in_a_row} checks in a row, the last "
+        if self.failures >= MAX_WORKER_FAILURES:
+            raise WorkerFailed(f"not run: the worker was lost {self.failures} times in this run, the last "
                                f"time with: {self.last_failure}")
         if self.worker is not None:
             self.worker.stop(self.worker.dead_reason or "restarted")
@@ -123,7 +124,7 @@ class Client:
         if worker.memory_limit_hit:
             status += f": it used more than {worker.memory_limit_hit / 2**30:.1f} GiB, the worker's memory limit"
         tail = _log_tail(worker.log.name)
-        self.failures_in_a_row += 1
+        self.failures += 1
         self.last_failure = f"{why}{status}"
         return WorkerFailed(f"{what}: {why}{status}; this check scores nothing."
                             + (f"\n  worker output, last lines:\n{tail}" if tail else ""))
@@ -148,7 +149,7 @@ class Client:
             failure = self._fail(worker, what, f"no answer within {timeout_s or self.call_timeout_s:.0f} s "
                                  "(an endless loop, a deadlock or a kernel that hangs?); the worker was stopped")
             # One hang ends the run: each further hang would cost the whole time limit again.
-            self.failures_in_a_row = MAX_CONSECUTIVE_FAILURES
+            self.failures = MAX_WORKER_FAILURES
             raise failure from None
         except channel.ChannelClosed:
             worker.proc.poll()
@@ -156,7 +157,6 @@ class Client:
             raise self._fail(worker, what, "the worker process ended without answering") from None
         except (channel.ProtocolError, RecursionError, RuntimeError, ValueError, OverflowError, MemoryError) as exc:
             raise self._fail(worker, what, f"the worker broke the protocol ({type(exc).__name__}: {exc})") from None
-        self.failures_in_a_row = 0
         if not reply.get("ok"):
             raise _error_from(reply.get("error") or {})
         try:
