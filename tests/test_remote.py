@@ -105,41 +105,33 @@ def fast(x):
 '''
 
 
-def test_a_patched_timer_is_not_believed(tmp_path, monkeypatch):
-    """The worker's clock is the submission's: the judge re-times the baseline and compares."""
-    c = make_client(tmp_path, SLOW_BASELINE)
+def time_in_judge(tmp_path, monkeypatch, source: str, hidden: int, batch: int, seq: int):
+    """``fast`` of ``source`` (in a worker) against nn.MultiheadAttention, timed as the judge times it."""
+    c = make_client(tmp_path, source)
     monkeypatch.setattr(remote, "_client", c)
     monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
     try:
         mod = c.import_module("task1.attention")
-        weights = mha_weights(64, tag="t/w")
-        x = randn(2, 16, 64, tag="t/x")
-        mha_here = nn_multihead_attention(weights, 64, 4, "cpu")
-        mha = remote.on_worker(nn_multihead_attention)(weights, 64, 4, "cpu")
-        cmp = compare_speed(remote.bound(mod.fast), remote.bound(mha_forward, mha, False), [(x,)],
-                            min_reps=20, max_reps=40, budget_s=0.5,
-                            judge_baseline=(bind_tail(mha_forward, mha_here, False), [(x,)]))
-        assert cmp.distrust, cmp
-        assert "judge timed it itself" in cmp.distrust[0] or "timer was tampered" in cmp.distrust[0]
-        assert cmp.as_dict()["trusted"] is False
+        weights = mha_weights(hidden, tag="t/w")
+        x = randn(batch, seq, hidden, tag="t/x")
+        mha_here = nn_multihead_attention(weights, hidden, 4, "cpu")
+        mha = remote.on_worker(nn_multihead_attention)(weights, hidden, 4, "cpu")
+        return compare_speed(remote.bound(mod.fast), remote.bound(mha_forward, mha, False), [(x,)],
+                             min_reps=20, max_reps=40, budget_s=0.5,
+                             judge_baseline=(bind_tail(mha_forward, mha_here, False), [(x,)]))
     finally:
         c.close()
+
+
+def test_a_patched_timer_is_not_believed(tmp_path, monkeypatch):
+    """The worker's clock is the submission's: the judge re-times the baseline and compares."""
+    cmp = time_in_judge(tmp_path, monkeypatch, SLOW_BASELINE, hidden=64, batch=2, seq=16)
+    assert cmp.distrust, cmp
+    assert "judge timed it itself" in cmp.distrust[0] or "timer was tampered" in cmp.distrust[0]
+    assert cmp.as_dict()["trusted"] is False
 
 
 def test_an_honest_timing_is_believed(tmp_path, monkeypatch):
-    c = make_client(tmp_path, "def fast(x):\n    return x * 2\n")
-    monkeypatch.setattr(remote, "_client", c)
-    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
-    try:
-        mod = c.import_module("task1.attention")
-        weights = mha_weights(256, tag="t/w")
-        x = randn(4, 128, 256, tag="t/x")
-        mha_here = nn_multihead_attention(weights, 256, 4, "cpu")
-        mha = remote.on_worker(nn_multihead_attention)(weights, 256, 4, "cpu")
-        cmp = compare_speed(remote.bound(mod.fast), remote.bound(mha_forward, mha, False), [(x,)],
-                            min_reps=20, max_reps=40, budget_s=0.5,
-                            judge_baseline=(bind_tail(mha_forward, mha_here, False), [(x,)]))
-        assert cmp.distrust == [], cmp.distrust
-        assert cmp.speedup > 1
-    finally:
-        c.close()
+    cmp = time_in_judge(tmp_path, monkeypatch, "def fast(x):\n    return x * 2\n", hidden=256, batch=4, seq=128)
+    assert cmp.distrust == [], cmp.distrust
+    assert cmp.speedup > 1
