@@ -14,13 +14,8 @@ set -u
 cd "$(dirname "$0")/.."
 LOG=${LOG:-/tmp/gpu_grader}
 mkdir -p "$LOG"
-if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-export ATTN_KIT_BUILD_DIR=${ATTN_KIT_BUILD_DIR:-/tmp/attn_kit_build}
-SOL=$PWD/solutions
+# shellcheck source=scripts/gpu_env.sh
+. scripts/gpu_env.sh
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0)) s] $*" | tee -a "$LOG/progress.log"; }
 copy_out() {
