@@ -110,3 +110,73 @@ def check_attention_module(
             out, ref, baseline, what=f"{what} vs {against}", dims=MODULE_DIMS, context=context
         ))
     return max(reports, key=lambda r: r.max_abs_error / r.allowed if r.allowed else r.max_abs_error)
+
+
+# ---------------------------------------------------------------- calls made where the kernels run
+# In the grader these run in the worker (through harness.remote.on_worker), because what they
+# set up (a strided view, a caught error) would not survive the trip as data.
+
+def narrowed_call(fn: Callable, views, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the arguments at the positions in ``views`` replaced by
+    narrowed views of themselves: ``views`` holds ``(position, dim, start, length)``. A view
+    sent as data would arrive as a dense copy; made here it keeps its strides."""
+    args = list(args)
+    for position, dim, start, length in views:
+        args[position] = args[position].narrow(dim, start, length)
+    return fn(*args, **kwargs)
+
+
+#: Errors a kernel's input checks may raise (TORCH_CHECK raises RuntimeError or a subclass).
+INPUT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+
+
+def call_reporting_error(fn: Callable, outputs, *args, **kwargs):
+    """``fn(*args, **kwargs)``, returning ``(error, [args[i] for i in outputs])``: the first line
+    of the error it raised (None if it raised none) and its output arguments after the call,
+    so the caller can check both that a bad input was refused and that nothing was written."""
+    error = None
+    try:
+        fn(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    except NotImplementedError:
+        raise
+    except INPUT_ERRORS as exc:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return error, [args[i] for i in outputs]
+
+
+class SdpaCacheAttention:
+    """A decode baseline: the module's projections and KV cache, PyTorch SDPA for attention.
+
+    Called like the CUDA tasks' cached modules: ``(x, kv_cache, decode, current_pos, causal)``.
+    """
+
+    def __init__(self, weights, heads: int):
+        self.w_q, self.w_k, self.w_v, self.w_o = weights
+        self.heads = heads
+
+    def __call__(self, x, kv_cache, decode=False, current_pos=0, causal=False):
+        F = torch.nn.functional
+        b, s, h = x.shape
+        d = h // self.heads
+        k_cache, v_cache = kv_cache
+        q, k, v = F.linear(x, self.w_q), F.linear(x, self.w_k), F.linear(x, self.w_v)
+        k_cache[:, current_pos : current_pos + s] = k
+        v_cache[:, current_pos : current_pos + s] = v
+        end = current_pos + s
+        heads = lambda t, n: t.view(b, n, self.heads, d).transpose(1, 2)  # noqa: E731 (views, no copy)
+        # SDPA's is_causal aligns the mask to the top-left; a decode query is the
+        # last position and sees every key, so decode runs without a mask.
+        out = F.scaled_dot_product_attention(
+            heads(q, s), heads(k_cache[:, :end], end), heads(v_cache[:, :end], end),
+            is_causal=causal and not decode and current_pos == 0,
+        )
+        return F.linear(out.transpose(1, 2).reshape(b, s, h), self.w_o)
+
+
+def new_cache_pair(batch: int, max_seq_len: int, hidden: int, device="cuda"):
+    """An empty float32 ``(k_cache, v_cache)`` for :class:`SdpaCacheAttention`."""
+    return tuple(torch.zeros(batch, max_seq_len, hidden, device=device) for _ in range(2))

@@ -40,25 +40,28 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def ops_called(fn: Callable, *args, keep_result: bool = False, **kwargs) -> tuple[object, list[str]]:
+def ops_called(fn: Callable, *args, keep_result: bool = False, outputs: tuple = (),
+               **kwargs) -> tuple[object, list[str]]:
     """Run ``fn`` and return its result with the names of the operators it called, in order.
 
-    For an object in the worker (harness.remote) the recording happens there, around the call,
-    and ``keep_result`` leaves a large result there.
+    For an object in the worker (harness.remote) the recording happens there, around the call;
+    ``keep_result`` leaves a large result there and ``outputs`` names the arguments whose values
+    after the call come back (see :meth:`harness.remote.RemoteObject.call`).
     """
     from .remote import is_remote
 
     if is_remote(fn):
-        return fn.call(args, kwargs, record_ops=True, keep=keep_result)
+        return fn.call(args, kwargs, record_ops=True, keep=keep_result, outputs=outputs)
     recorder = _OpRecorder()
     with recorder:
         result = fn(*args, **kwargs)
     return result, recorder.names
 
 
-def assert_own_kernel(fn: Callable, *args, what: str = "the attention core", keep_result: bool = False, **kwargs):
+def assert_own_kernel(fn: Callable, *args, what: str = "the attention core", keep_result: bool = False,
+                      outputs: tuple = (), **kwargs):
     """Run ``fn``; fail with a clear message if it used an operator from :data:`FORBIDDEN_OPS`."""
-    result, names = ops_called(fn, *args, keep_result=keep_result, **kwargs)
+    result, names = ops_called(fn, *args, keep_result=keep_result, outputs=outputs, **kwargs)
     used = sorted(set(names) & FORBIDDEN_OPS)
     if used:
         raise CheckFailed(

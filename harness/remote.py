@@ -269,7 +269,7 @@ class RemoteObject:
         kwargs = dict(kwargs or {})
         reply = self._client.request(
             "call", f"calling {self._type}", tensors_from={"target": self, "args": list(args), "kwargs": kwargs},
-            record_ops=record_ops, keep=keep,
+            record_ops=record_ops, keep=keep, outputs=[o for o in outputs if isinstance(o, (int, str))],
         )
         for (where, key), value in reply.mutated:
             if key not in outputs or not isinstance(value, torch.Tensor):
@@ -344,6 +344,33 @@ def worker_randn(*shape: int, tag: str, device="cpu", std: float = 1.0):
         return inputs.randn(*shape, tag=tag, device=device, std=std)
     return on_worker(inputs.randn_seeded).call(shape, dict(seed=inputs.seed_for(tag), device=device, std=std),
                                                keep=True)
+
+
+def call(fn, *args, outputs: tuple = (), **kwargs):
+    """``fn(*args, **kwargs)``, where ``outputs`` names the arguments it changes in place
+    (positions or keywords): in the judge their new values come back from the worker."""
+    if is_remote(fn):
+        return fn.call(args, kwargs, outputs=outputs)
+    return fn(*args, **kwargs)
+
+
+def kept(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` whose result stays where ``fn`` ran (in the judge: a handle to it
+    in the worker, to pass to later calls without sending it back and forth)."""
+    if is_remote(fn):
+        return fn.call(args, kwargs, keep=True)
+    return fn(*args, **kwargs)
+
+
+def fetch(value):
+    """``value`` as data in this process (an object kept in the worker is sent back)."""
+    if is_remote(value):
+        return on_worker(_identity)(value)
+    return value
+
+
+def _identity(value):
+    return value
 
 
 def bound(fn, *tail, **kwargs):

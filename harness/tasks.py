@@ -108,6 +108,7 @@ TASKS: dict[str, Task] = {
             extensions=("custom_flash_attention", "custom_flash_attention_decode"),
             needs_gpu=True,
             tests=("task5/test.py",),
+            judged=True,
         ),
         Task(
             "task6",

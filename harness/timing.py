@@ -222,7 +222,24 @@ def time_function(
     budget_s: float = DEFAULT_BUDGET_S,
     flush_l2: bool = True,
 ) -> Timing:
-    """Time ``fn(*input_sets[i % n])`` over many repetitions; see the module docstring."""
+    """Time ``fn(*input_sets[i % n])`` over many repetitions; see the module docstring.
+
+    In the judge (``fn`` in the worker) the timing runs there and the judge checks its clock;
+    a clock that reports more than passed fails the check (no number is better than a forged one).
+    """
+    from .remote import is_remote
+
+    if is_remote(fn):
+        data, wall_ms = _in_worker(time_function, (fn, input_sets),
+                                   dict(warmup=warmup, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s,
+                                        flush_l2=flush_l2))
+        timing = Timing(**data)
+        distrust = _wall_distrust(timing.total_ms, wall_ms)
+        if distrust:
+            from .compare import CheckFailed
+
+            raise CheckFailed(distrust[0])
+        return timing
     device = _device_of(input_sets)
     runner = _Runner(fn, input_sets, device, flush_l2)
     reps = _plan_reps([runner], warmup, min_reps, max_reps, budget_s)
@@ -289,11 +306,42 @@ def bind_tail(fn: Callable, *tail, **kwargs) -> Callable:
     return bound_fn
 
 
-#: How far the worker's baseline median may be from the judge's own before the numbers are not believed
-#: (CUDA events are steady; a wall clock on a shared CPU is not).
+#: How far the worker's baseline median may be above the judge's own before the numbers are not
+#: believed (CUDA events are steady; a wall clock on a shared CPU is not). Only a slower baseline
+#: helps a submission; a faster one (the judge's own launches queued behind its Python) costs it.
 BASELINE_AGREEMENT = {CUDA_CLOCK: 1.5, WALL_CLOCK: 3.0}
-#: Repetitions of the judge's own baseline timing.
-JUDGE_BASELINE_REPS = 10
+#: Warm-up and repetitions of the judge's own baseline timing.
+JUDGE_BASELINE_WARMUP = 3
+JUDGE_BASELINE_REPS = 20
+
+
+def _in_worker(func: Callable, args: tuple, kwargs: dict) -> tuple[dict, float]:
+    """Run the kit's timing function ``func`` in the worker; its result as a dict, and the
+    milliseconds the judge's own clock saw around the request (after a device-wide sync)."""
+    from .remote import on_worker
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = on_worker(func).call(args, kwargs, keep=True)
+    data = result.as_dict()
+    return data, (time.perf_counter() - start) * 1e3
+
+
+def _wall_distrust(reported_ms: float, wall_ms: float) -> list[str]:
+    """The worker's clock may not report more timed work than passed on the judge's clock."""
+    if reported_ms > wall_ms * 1.01 + 1.0:
+        return [f"the worker reported {reported_ms:.1f} ms of timed work in {wall_ms:.1f} ms of the "
+                "judge's clock: its timer was tampered with"]
+    return []
+
+
+def _baseline_distrust(worker_ms: float, own: Timing) -> list[str]:
+    ratio = worker_ms / own.median_ms if own.median_ms > 0 else math.inf
+    if ratio > BASELINE_AGREEMENT[own.clock]:
+        return [f"the baseline took {worker_ms:.4g} ms in the worker but {own.median_ms:.4g} ms when the "
+                f"judge timed it itself ({ratio:.2f}x): the submission slowed the baseline or rewrote the timer"]
+    return []
 
 
 def _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_baseline, options) -> Comparison:
@@ -303,36 +351,86 @@ def _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_ba
       around the whole request (a patched timer that slows the baseline on paper).
     * The baseline is the kit's code on the kit's inputs: the judge times it again in
       its own process (``judge_baseline``), and a worker median more than
-      :data:`BASELINE_AGREEMENT` times away from it means the worker's baseline was
+      :data:`BASELINE_AGREEMENT` times above it means the worker's baseline was
       slowed down or its timer rewritten.
     Numbers that fail a check come back with ``distrust`` set, and the grader gives
     them no credit.
     """
-    from .remote import on_worker
-
-    worker_compare = on_worker(compare_speed)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = worker_compare.call((candidate, baseline, input_sets),
-                                 dict(options, baseline_input_sets=baseline_input_sets), keep=True)
-    cmp = Comparison.from_dict(result.as_dict())
-    wall_ms = (time.perf_counter() - start) * 1e3
-    reported = cmp.candidate.total_ms + cmp.baseline.total_ms
-    if reported > wall_ms * 1.01 + 1.0:
-        cmp.distrust.append(f"the worker reported {reported:.1f} ms of timed work in {wall_ms:.1f} ms of the "
-                            "judge's clock: its timer was tampered with")
+    data, wall_ms = _in_worker(compare_speed, (candidate, baseline, input_sets),
+                               dict(options, baseline_input_sets=baseline_input_sets))
+    cmp = Comparison.from_dict(data)
+    cmp.distrust += _wall_distrust(cmp.candidate.total_ms + cmp.baseline.total_ms, wall_ms)
     if judge_baseline is not None:
         fn, sets = judge_baseline
-        own = time_function(fn, sets, warmup=2, min_reps=JUDGE_BASELINE_REPS, max_reps=JUDGE_BASELINE_REPS,
-                            flush_l2=options["flush_l2"])
-        ratio = cmp.baseline.median_ms / own.median_ms if own.median_ms > 0 else math.inf
-        agreement = BASELINE_AGREEMENT[own.clock]
-        if not 1 / agreement <= ratio <= agreement:
-            cmp.distrust.append(
-                f"the baseline took {cmp.baseline.median_ms:.4g} ms in the worker but {own.median_ms:.4g} ms when the "
-                f"judge timed it itself ({ratio:.2f}x): the submission slowed the baseline or rewrote the timer")
+        own = time_function(fn, sets, warmup=JUDGE_BASELINE_WARMUP, min_reps=JUDGE_BASELINE_REPS,
+                            max_reps=JUDGE_BASELINE_REPS, flush_l2=options["flush_l2"])
+        cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own)
     return cmp
+
+
+def _time_steps(runners: list[_Runner], steps_per_runner: list[Sequence[Sequence]], warmup: int) -> None:
+    """Warm-up steps, then every step once per runner, alternating which goes first."""
+    for t in range(min(warmup, len(steps_per_runner[0]))):
+        for r, steps in zip(runners, steps_per_runner):
+            r.fn(*steps[t])
+    for t in range(len(steps_per_runner[0])):
+        order = list(zip(runners, steps_per_runner))
+        for r, steps in (order if t % 2 == 0 else order[::-1]):
+            r.input_sets, r.i = [steps[t]], 0
+            r.run_once()
+
+
+def compare_steps(
+    candidate: Callable,
+    baseline: Callable,
+    steps: Sequence[Sequence],
+    *,
+    baseline_steps: Sequence[Sequence] | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    flush_l2: bool = True,
+    judge_baseline: tuple[Callable, Sequence[Sequence]] | None = None,
+) -> Comparison:
+    """Time a stateful loop (decode steps that must run in order): ``candidate(*steps[t])`` and
+    ``baseline(*baseline_steps[t])`` alternate step by step, each step timed on its own (an L2
+    flush before each); speedup = the median of the per-step ratios baseline/candidate.
+
+    The first ``warmup`` steps run once untimed first, then every step is timed from the
+    start: a step must give the same state when it runs again (a decode step rewrites its
+    own cache row). In the judge, as :func:`compare_speed`: the loop runs in the worker and
+    the judge checks its clock and times ``judge_baseline`` (a function and steps of its own).
+    """
+    from .remote import is_remote
+
+    if is_remote(candidate):
+        data, wall_ms = _in_worker(compare_steps, (candidate, baseline, steps),
+                                   dict(baseline_steps=baseline_steps, warmup=warmup, flush_l2=flush_l2))
+        cmp = Comparison.from_dict(data)
+        cmp.distrust += _wall_distrust(cmp.candidate.total_ms + cmp.baseline.total_ms, wall_ms)
+        if judge_baseline is not None:
+            fn, own_steps = judge_baseline
+            runner = _Runner(fn, own_steps[:1], _device_of(own_steps), flush_l2)
+            _time_steps([runner], [own_steps], warmup)
+            samples = runner.collect()
+            own = _stats(samples, runner.clock, runner.flusher is not None, len(own_steps))
+            cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own)
+        return cmp
+    baseline_steps = baseline_steps or steps
+    if len(baseline_steps) != len(steps) or not steps:
+        raise ValueError("compare_steps needs the same number of steps (at least one) for both")
+    device = _device_of(steps)
+    cand = _Runner(candidate, steps[:1], device, flush_l2)
+    base = _Runner(baseline, baseline_steps[:1], device, flush_l2)
+    base.flusher = cand.flusher or base.flusher
+    _time_steps([cand, base], [steps, baseline_steps], warmup)
+    c, b = cand.collect(), base.collect()
+    ratios = [bi / ci for bi, ci in zip(b, c) if ci > 0]
+    return Comparison(
+        candidate=_stats(c, cand.clock, cand.flusher is not None, len(steps)),
+        baseline=_stats(b, base.clock, base.flusher is not None, len(baseline_steps)),
+        speedup=statistics.median(ratios),
+        speedup_p25=_quantile(ratios, 0.25),
+        speedup_p75=_quantile(ratios, 0.75),
+    )
 
 
 #: Size of the copy that measures memory bandwidth: far larger than any L2.

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from harness import channel, remote
-from harness.checks import mha_forward, nn_multihead_attention
+from harness.checks import call_reporting_error, mha_forward, narrowed_call, nn_multihead_attention
 from harness.inputs import mha_weights, randn
 from harness.tasks import REPO_ROOT
-from harness.timing import bind_tail, compare_speed
+from harness.timing import bind_tail, compare_speed, compare_steps, time_function
 
 
 def make_client(tmp_path, source: str, **kwargs) -> remote.Client:
@@ -38,6 +38,20 @@ def fail(kind):
 
 def non_contiguous(t):
     return t.is_contiguous(), tuple(t.stride())
+
+def write_through_pointer(t):
+    t.data.fill_(7)  # as a CUDA kernel writes: the tensor's version counter does not move
+
+def write_then_refuse(t):
+    t.data[0] = 1.0
+    raise RuntimeError("bad input\\nsecond line")
+
+def make(n):
+    return torch.arange(n, dtype=torch.float32)
+
+def double_(x, out, i):
+    out[i] = 2 * x.sum()
+    return out[i]
 '''
 
 
@@ -56,6 +70,35 @@ def test_values_cross_and_in_place_changes_come_back(tmp_path):
         with pytest.raises(remote.RemoteError, match="Mine: told to"):
             mod.fail("custom")
         assert c.info["containment"].startswith(("landlock", "uncontained"))
+    finally:
+        c.close()
+
+
+def test_outputs_views_errors_and_kept_objects(tmp_path, monkeypatch):
+    """What task 5's checks rely on: declared outputs come back even when written through a
+    pointer; views made in the worker keep their strides; an error and what was written before
+    it both come back; an object kept in the worker is passed by handle and fetched as data."""
+    c = make_client(tmp_path, HELPERS)
+    monkeypatch.setattr(remote, "_client", c)
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    try:
+        mod = c.import_module("task1.attention")
+        t = torch.zeros(3)
+        remote.call(mod.write_through_pointer, t, outputs=(0,))
+        assert torch.equal(t, torch.full((3,), 7.0))
+        views = [(0, 1, 2, 3)]  # x.narrow(1, 2, 3) of a [4, 8] tensor: strides (8, 1)
+        assert remote.on_worker(narrowed_call)(mod.non_contiguous, views, torch.randn(4, 8)) == (False, (8, 1))
+        error, (after,) = remote.on_worker(call_reporting_error)(mod.write_then_refuse, [0], torch.zeros(2))
+        assert error == "bad input" and after.tolist() == [1.0, 0.0]
+        kept = remote.kept(mod.make, 5)
+        assert remote.is_remote(kept) and torch.equal(remote.fetch(kept), torch.arange(5.0))
+        out = remote.kept(mod.make, 4)
+        steps = [(torch.full((2, 2), float(i)), out, i) for i in range(4)]
+        cmp = compare_steps(mod.double_, mod.double_, steps, warmup=1)
+        assert cmp.candidate.reps == 4 and cmp.distrust == []
+        assert torch.equal(remote.fetch(out), torch.tensor([0.0, 8.0, 16.0, 24.0]))
+        timing = time_function(remote.bound(mod.make), [(1000,)], min_reps=5, max_reps=5)
+        assert timing.reps == 5 and timing.median_ms > 0
     finally:
         c.close()
 
