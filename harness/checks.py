@@ -128,12 +128,15 @@ def narrowed_call(fn: Callable, views, *args, **kwargs):
 
 #: Errors a kernel's input checks may raise (TORCH_CHECK raises RuntimeError or a subclass).
 INPUT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+#: How a stub says it is one (the pytest plugin counts such checks as "not implemented").
+NOT_IMPLEMENTED_PREFIX = "not implemented yet"
 
 
 def call_reporting_error(fn: Callable, outputs, *args, **kwargs):
     """``fn(*args, **kwargs)``, returning ``(error, [args[i] for i in outputs])``: the first line
     of the error it raised (None if it raised none) and its output arguments after the call,
-    so the caller can check both that a bad input was refused and that nothing was written."""
+    so the caller can check both that a bad input was refused and that nothing was written.
+    A stub's "not implemented yet" error is no refusal: it is raised as NotImplementedError."""
     error = None
     try:
         fn(*args, **kwargs)
@@ -144,8 +147,72 @@ def call_reporting_error(fn: Callable, outputs, *args, **kwargs):
     except INPUT_ERRORS as exc:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+        if NOT_IMPLEMENTED_PREFIX in str(exc).lower():
+            raise NotImplementedError(str(exc).strip().splitlines()[0]) from None
         error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
     return error, [args[i] for i in outputs]
+
+
+# Input-check scripts (tasks 2, 4, 5) run in a child process, so a check that crashes instead of
+# raising fails its test, says which input did it, and the rest of the run goes on. They call
+# expect_accepted (a valid input first: checks that refuse everything earn nothing) and
+# expect_refused for each bad input; run_input_checks reads the lines they print.
+ACCEPTED, REFUSED_CONTROL, CONTROL_OK = "ACCEPTED", "CONTROL REFUSED", "control ok"
+
+
+def expect_accepted(what: str, fn: Callable, *args, **kwargs) -> None:
+    """In an input-check script: a valid input must work."""
+    from .remote import on_worker
+
+    error, _ = on_worker(call_reporting_error)(fn, [], *args, **kwargs)
+    print(f"{what}: {CONTROL_OK}" if error is None else f"{what}: {REFUSED_CONTROL}: {error}", flush=True)
+
+
+def expect_refused(what: str, fn: Callable, *args, outputs=(), **kwargs) -> None:
+    """In an input-check script: a bad input must raise and leave the ``outputs`` arguments unchanged."""
+    from .remote import on_worker
+
+    print(what, "...", flush=True)  # the last line printed names the input, should the call crash
+    before = [args[i].clone() for i in outputs]
+    error, after = on_worker(call_reporting_error)(fn, list(outputs), *args, **kwargs)
+    if error is None:
+        print(f"{what}: {ACCEPTED}", flush=True)
+        return
+    changed = [i for i, a, b in zip(outputs, after, before) if not torch.equal(a, b)]
+    verdict = f"{ACCEPTED} (it raised, but only after writing its output)" if changed else "rejected"
+    print(f"{what}: {verdict}: {error}", flush=True)
+
+
+def run_input_checks(script: str, record, timeout_s: float = 600) -> None:
+    """Run an input-check script in a child process and fail, saying why, unless every valid
+    input worked and every bad one was refused."""
+    import os
+    import subprocess
+    import sys
+
+    from .compare import CheckFailed
+    from .tasks import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, timeout=timeout_s)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0:
+        if "NotImplementedError" in proc.stderr:
+            raise NotImplementedError(proc.stderr.strip().splitlines()[-1].split(":", 1)[-1].strip())
+        last = lines[-1] if lines else "(nothing printed)"
+        raise CheckFailed(
+            f"checking bad inputs ended with exit status {proc.returncode} (a negative status is a "
+            f"signal: -11 is a segmentation fault) at: {last}\n{proc.stderr[-2000:]}"
+        )
+    refused = [line for line in lines if REFUSED_CONTROL in line]
+    if refused or not any(CONTROL_OK in line for line in lines):
+        raise CheckFailed("a valid input was refused: " + ("; ".join(refused) or "(no valid input was tried)")
+                          + ". Input checks count only when valid inputs still work.")
+    accepted = [line for line in lines if ACCEPTED in line]
+    if accepted:
+        raise CheckFailed("bad inputs were accepted instead of raising an error: " + "; ".join(accepted))
+    record("input_checks", passed=True, cases=[line for line in lines if not line.endswith("...")])
 
 
 class SdpaCacheAttention:

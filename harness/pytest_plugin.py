@@ -17,13 +17,13 @@ import math
 import pytest
 
 from . import device as _device
+from .checks import NOT_IMPLEMENTED_PREFIX
 from .compare import CheckFailed
 from . import remote, rules
 from .impl import IMPL_ENV, describe_impl_root, impl_root
 from .tasks import editable_files
 from .inputs import SEED_ENV, run_seed
 
-NOT_IMPLEMENTED_PREFIX = "not implemented yet"
 _DISPLAY_KEY = pytest.StashKey[list]()
 
 
