@@ -52,6 +52,9 @@ class Policy:
     mode: str = "auto"  # auto: Landlock where the kernel has it; none: uncontained
     proc_write: str = PROC_SELF
     memory_bytes: int = 0  # the worker's memory bound; 0: MEMORY_SHARE of the machine
+    #: For root: bound the processes by a user id of the worker's own even where a pids cgroup
+    #: could do it (the tests use it; a root machine without cgroups does it anyway).
+    own_uid: bool = False
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -60,7 +63,8 @@ class Policy:
     def from_env(cls, text: str) -> "Policy":
         data = json.loads(text)
         return cls(read=list(data.get("read", [])), write=list(data.get("write", [])), mode=data.get("mode", "auto"),
-                   proc_write=data.get("proc_write", PROC_SELF), memory_bytes=int(data.get("memory_bytes", 0)))
+                   proc_write=data.get("proc_write", PROC_SELF), memory_bytes=int(data.get("memory_bytes", 0)),
+                   own_uid=bool(data.get("own_uid", False)))
 
 
 def package_dirs_on_pythonpath() -> list[str]:
@@ -240,16 +244,27 @@ def _user_processes() -> int:
     return n
 
 
-def _limits(memory_bytes: int = 0) -> list[str]:
-    """Core dumps off, file sizes capped, processes and memory bounded where the OS lets us."""
+#: A root worker with no pids cgroup switches to a user id of its own, because the kernel
+#: applies RLIMIT_NPROC per user and never to root: WORKER_UID_BASE + its process id (below
+#: 2**22, the kernel's largest pid_max), so workers running side by side never share one.
+WORKER_UID_BASE = 1_900_000_000
+
+
+def _limits(memory_bytes: int = 0, own_uid: bool = False) -> tuple[list[str], bool]:
+    """Core dumps off, file sizes capped, processes and memory bounded where the OS lets us.
+
+    Returns what is in force, in words, and whether the processes still need bounding (a root
+    worker without a pids cgroup: :func:`_switch_user` does it)."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     cap = MAX_FILE_BYTES if hard == resource.RLIM_INFINITY else min(MAX_FILE_BYTES, hard)
     resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
-    said = []
+    said, unbounded = [], False
     if os.geteuid() == 0:  # the kernel never applies RLIMIT_NPROC to root: a pids cgroup does it
-        if _join_cgroup("pids", {"pids.max": str(MAX_PROCESSES)}):
+        if not own_uid and _join_cgroup("pids", {"pids.max": str(MAX_PROCESSES)}):
             said.append(f"at most {MAX_PROCESSES} processes")
+        else:
+            unbounded = True
     else:
         limit = _user_processes() + MAX_PROCESSES
         _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
@@ -260,7 +275,92 @@ def _limits(memory_bytes: int = 0) -> list[str]:
     memory = memory_bytes or int(machine_memory_bytes() * MEMORY_SHARE)
     if _join_cgroup("memory", {"memory.limit_in_bytes": str(memory)}) or _join_cgroup("memory", {"memory.max": str(memory)}):
         said.append(f"memory at most {memory / 2**30:.1f} GiB")
-    return said
+    return said, unbounded
+
+
+def _existing(paths) -> list[str]:
+    return sorted({str(p) for p in paths if os.path.exists(p)})
+
+
+def _chown_tree(path: str, uid: int, undo: list[tuple[str, int, int]]) -> None:
+    """Give ``path`` and everything in it to ``uid``; ``undo`` records the owners it had."""
+    for root, dirs, files in os.walk(path):
+        for name in (["."] if root == path else []) + dirs + files:
+            target = os.path.normpath(os.path.join(root, name))
+            st = os.lstat(target)
+            undo.append((target, st.st_uid, st.st_gid))
+            os.chown(target, uid, uid, follow_symlinks=False)
+
+
+def _cuda_init_problem() -> str:
+    """'' if the CUDA driver starts in this process (cuInit through libcuda), else why not."""
+    try:
+        code = ctypes.CDLL("libcuda.so.1").cuInit(0)
+    except OSError as exc:
+        return f"(the CUDA driver library: {exc})"
+    return "" if code == 0 else f"(the GPU: cuInit returned error {code})"
+
+
+def _unreachable_as(uid: int, wants: list[tuple[str, int]], gpu: bool = False) -> str:
+    """The first path a process of user ``uid`` could not open as ``wants`` says ('' if none),
+    and with ``gpu``, whether the CUDA driver starts for it: a child switches to ``uid`` and
+    asks the kernel (and the driver)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no Python clean-up, only the answer
+        answer = b""
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            answer = next((p for p, mode in wants if not os.access(p, mode)), "").encode()
+            if not answer and gpu:
+                answer = _cuda_init_problem().encode()
+        except BaseException as exc:  # noqa: BLE001 - any failure is an answer
+            answer = f"(switching user failed: {exc})".encode()
+        finally:
+            os.write(w, answer[:4096])
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    return answer
+
+
+def _plan_user(policy: Policy) -> tuple[int | None, str]:
+    """A root worker's own user id, with its scratch folder handed over to it, or why it keeps root."""
+    uid = WORKER_UID_BASE + os.getpid()
+    read = _existing([*SYSTEM_READ, *policy.read])
+    wants = [(p, os.R_OK | (os.X_OK if os.path.isdir(p) else 0)) for p in read]
+    wants += [(p, os.R_OK | os.W_OK) for p in device_paths()]
+    missing = _unreachable_as(uid, wants, gpu=os.path.exists("/dev/nvidiactl"))
+    if not missing:
+        # The scratch folder (the first write path) and what lies in it become the worker's; a
+        # shared folder elsewhere (the reference builds' cache) keeps its owner and must be open.
+        write = _existing(policy.write)
+        scratch = Path(policy.write[0]).resolve() if policy.write else None
+        undo: list[tuple[str, int, int]] = []
+        for path in write:
+            if scratch is not None and Path(path).resolve().is_relative_to(scratch):
+                _chown_tree(path, uid, undo)
+        missing = _unreachable_as(uid, [(p, os.R_OK | os.W_OK | os.X_OK) for p in write])
+        if missing:
+            for path, owner, group in reversed(undo):
+                os.chown(path, owner, group, follow_symlinks=False)
+    if missing:
+        return None, f"no process limit: another user could not open {missing}"
+    return uid, ""
+
+
+def _switch_user(uid: int) -> str:
+    """Become ``uid`` (no groups, no capabilities left) with RLIMIT_NPROC bounding its tree."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
+    return f"at most {MAX_PROCESSES} processes (as user {uid})"
 
 
 _PR_CAPBSET_DROP = 24
@@ -275,11 +375,16 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def _drop_capabilities() -> None:
-    """A root worker gives up every capability (root's files stay root's, but no more)."""
+def _drop_capability_bounding_set() -> None:
+    """No capability can come back (through an executable's file capabilities, say)."""
     libc = ctypes.CDLL(None, use_errno=True)
     for cap in range(_CAP_LAST + 1):
         libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last cap: fine
+
+
+def _clear_capabilities() -> None:
+    """A root worker that stays root gives up every capability (root's files stay root's, but no more)."""
+    libc = ctypes.CDLL(None, use_errno=True)
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (_CapData * 2)()
     if libc.capset(ctypes.byref(header), data) != 0:
@@ -303,10 +408,28 @@ def device_paths() -> list[str]:
 
 def apply(policy: Policy) -> str:
     """Contain this process as ``policy`` says; return the containment now in force, in words."""
-    limits = _limits(policy.memory_bytes)
-    suffix = "".join(f"; {x}" for x in limits)
-    if policy.mode == "none" or not landlock_abi():
+    said, unbounded = _limits(policy.memory_bytes, policy.own_uid)
+    uid, why = _plan_user(policy) if unbounded else (None, "")
+    if why:
+        said.append(why)
+    contained = policy.mode != "none" and landlock_abi()
+    if contained:
+        _landlock(policy, whole_proc=policy.proc_write == PROC_ALL and (os.geteuid() != 0 or uid is not None))
+    if os.geteuid() == 0:
+        _drop_capability_bounding_set()
+        if uid is not None:
+            said.append(_switch_user(uid))  # leaves no capability behind
+        else:
+            _clear_capabilities()
+    suffix = "".join(f"; {x}" for x in said)
+    if not contained:
         return UNCONTAINED + suffix
+    import landlockpy
+
+    return f"{LANDLOCK} (ABI {landlockpy.abi_version()})" + suffix
+
+
+def _landlock(policy: Policy, whole_proc: bool) -> None:
     import landlockpy
     from landlockpy import AccessFS, AccessNet, Ruleset, Scope
 
@@ -325,15 +448,11 @@ def apply(policy: Policy) -> str:
             rules.allow_path(path, device_file)
         if Path("/dev/shm").is_dir():
             rules.allow_path("/dev/shm", everything)
-        # All of /proc only for a process that is not root (whose sysctls it could write).
-        whole = policy.proc_write == PROC_ALL and os.geteuid() != 0
-        proc = "/proc" if whole else f"/proc/{os.getpid()}"
+        # All of /proc only for a process that is not root (root could write its sysctls).
+        proc = "/proc" if whole_proc else f"/proc/{os.getpid()}"
         if Path(proc).exists():
             rules.allow_path(proc, devices)
         for path in policy.write:
             Path(path).mkdir(parents=True, exist_ok=True)
             rules.allow_path(path, everything)
         rules.restrict()
-    if os.geteuid() == 0:
-        _drop_capabilities()
-    return f"{LANDLOCK} (ABI {landlockpy.abi_version()})" + suffix

@@ -21,6 +21,8 @@ WORKER_BUILD_ENV = "ATTN_KIT_WORKER_BUILD_DIR"
 CONTAIN_ENV = "ATTN_KIT_CONTAIN"
 #: The worker's memory bound in bytes (default: a share of the machine, harness.containment).
 MEMORY_ENV = "ATTN_KIT_WORKER_MEMORY_BYTES"
+#: "1": a root worker bounds its processes by a user id of its own even where a pids cgroup could.
+OWN_UID_ENV = "ATTN_KIT_WORKER_OWN_UID"
 _KIT = Path(__file__).resolve().parent.parent
 
 
@@ -55,7 +57,7 @@ def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: s
         d.mkdir(parents=True, exist_ok=True)
     policy = Policy(read=[str(kit), str(impl), *python_read_paths()],
                     write=[str(scratch), str(build_dir)], mode=contain,
-                    memory_bytes=int(os.environ.get(MEMORY_ENV) or 0))
+                    memory_bytes=int(os.environ.get(MEMORY_ENV) or 0), own_uid=os.environ.get(OWN_UID_ENV) == "1")
     env.update({
         "PYTHONPATH": os.pathsep.join([str(kit), *package_dirs_on_pythonpath()]), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
         "HOME": str(home), "TMPDIR": str(tmp), "ATTN_KIT_IMPL": str(impl),

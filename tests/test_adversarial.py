@@ -198,6 +198,18 @@ FIXTURES = {
         except OSError as e:
             print("HOME-WRITE-DENIED", home, type(e).__name__, flush=True)
     '''), "differs from the float64 reference"),
+    "writes into the grader's output folder": (zeros_module('''
+        import os
+        OUT = "@OUT@"  # the grading run's output folder (the test fills it in): results, reports, logs
+        for name in ("results.json", "report.md", "raw.json", "forged.txt", os.path.join("logs", "forged.txt")):
+            path = os.path.join(OUT, name)
+            try:
+                with open(path, "w") as f:
+                    f.write("forged")
+                print("OUT-WRITTEN", path, flush=True)
+            except OSError as e:
+                print("OUT-WRITE-DENIED", path, type(e).__name__, flush=True)
+    '''), "differs from the float64 reference"),
     "returns a tensor that lies to comparisons": (zeros_module('''
         class _Liar(torch.Tensor):
             @classmethod
@@ -253,7 +265,7 @@ def test_trick_scores_nothing(name, tmp_path, record):
     source, expected = FIXTURES[name]
     before = kit_fingerprint()
     out = tmp_path / "out"
-    results = grade(submission(tmp_path / "sub", source), out)
+    results = grade(submission(tmp_path / "sub", source.replace("@OUT@", str(out))), out)
     time.sleep(0.5)  # a process left behind would act now
     t1, t3 = results["tasks"]["task1"], results["tasks"]["task3"]
     log = worker_log(out)
@@ -269,6 +281,9 @@ def test_trick_scores_nothing(name, tmp_path, record):
     assert "SOLUTION-READ" not in log and "HOME-WRITTEN" not in log, log[-2000:]
     if name == "loads the staff's solution":
         assert "SOLUTION-DENIED" in log, log[-2000:]
+    assert "OUT-WRITTEN" not in log and not (out / "forged.txt").exists(), log[-2000:]
+    if name == "writes into the grader's output folder":
+        assert "OUT-WRITE-DENIED" in log and "PermissionError" in log, log[-2000:]
     if name == "edits and deletes the kit's files":
         assert "KIT-WRITE-DENIED" in log and "PermissionError" in log, log[-2000:]
     pid_file = out / "work" / "submission" / "task1" / "worker" / "daemon.pid"

@@ -1,0 +1,125 @@
+"""The worker's containment applied directly (harness.containment), on this machine.
+
+The grader tests in test_adversarial.py show what a hostile submission gets; these show the
+mechanism underneath: a root worker that has no pids cgroup switches to a user id of its own,
+so RLIMIT_NPROC bounds its processes, and says why when it cannot.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness.containment import MAX_PROCESSES, POLICY_ENV, WORKER_UID_BASE, Policy, landlock_abi, python_read_paths
+from harness.tasks import REPO_ROOT
+
+needs_root_landlock = pytest.mark.skipif(os.geteuid() != 0 or not landlock_abi(),
+                                         reason="needs root and Landlock (the user-id switch is for root workers)")
+
+#: Run contained, then report: the containment, the user id, a write inside and outside the
+#: scratch folder, and how many processes the tree could start (each child waits, then exits).
+PROBE = r'''
+import json, os, sys, time
+from harness.containment import POLICY_ENV, Policy, apply
+scratch = sys.argv[1]
+said = apply(Policy.from_env(os.environ[POLICY_ENV]))
+out = {"said": said, "uid": os.getuid()}
+try:
+    open(os.path.join(scratch, "mine.txt"), "w").write("ok")
+    out["scratch_write"] = "ok"
+except OSError as e:
+    out["scratch_write"] = type(e).__name__
+try:
+    open("/root/attn-kit-uid-test", "w").write("x")
+    out["home_write"] = "ok"
+except OSError as e:
+    out["home_write"] = type(e).__name__
+children = []
+for _ in range(2000):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        out["fork_error"] = type(e).__name__
+        break
+    if pid == 0:
+        time.sleep(20)
+        os._exit(0)
+    children.append(pid)
+out["forked"] = len(children)
+for pid in children:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+print(json.dumps(out), flush=True)
+'''
+
+
+def open_to_others(path: Path) -> bool:
+    """Can a process of another user reach ``path`` (every folder above it passable, it readable)?"""
+    path = path.resolve()
+    for folder in [*reversed(path.parents), path]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001 or (folder == path and not mode & 0o004):
+            return False
+    return True
+
+
+def landlock_package() -> Path:
+    import landlockpy
+
+    return Path(landlockpy.__file__).resolve().parent.parent
+
+
+def python_for_others() -> tuple[str, list[str]]:
+    """An interpreter other users may run, and what it reads: this one, or the system's."""
+    if open_to_others(Path(sys.base_prefix)) and open_to_others(Path(sys.prefix)):
+        return sys.executable, python_read_paths()
+    system = Path("/usr/bin/python3")
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if system.exists() and open_to_others(Path("/usr/lib") / version) and open_to_others(landlock_package()):
+        return str(system), [str(Path("/usr/lib") / version), str(landlock_package())]
+    pytest.skip(f"no Python that other users may run ({sys.base_prefix} is closed to them)")
+
+
+def probe(scratch: Path, python: str, read: list[str]) -> dict:
+    policy = Policy(read=[str(REPO_ROOT), *read], write=[str(scratch)], own_uid=True)
+    env = {**os.environ, POLICY_ENV: policy.to_env(),
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(landlock_package())])}
+    proc = subprocess.run([python, "-c", PROBE, str(scratch)], capture_output=True, text=True,
+                          env=env, cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@needs_root_landlock
+def test_a_root_worker_takes_a_user_id_of_its_own():
+    if not open_to_others(REPO_ROOT):
+        pytest.skip(f"the kit ({REPO_ROOT}) is closed to other users")
+    python, read = python_for_others()
+    base = Path(tempfile.mkdtemp(prefix="attn-kit-uid-", dir="/tmp"))
+    try:
+        base.chmod(0o755)  # a folder other users may pass through, as a grading checkout is
+        scratch = base / "scratch"
+        scratch.mkdir()
+        out = probe(scratch, python, read)
+        assert out["uid"] >= WORKER_UID_BASE, out
+        assert f"at most {MAX_PROCESSES} processes (as user {out['uid']})" in out["said"], out
+        assert out["scratch_write"] == "ok" and out["home_write"] == "PermissionError", out
+        assert out.get("fork_error") == "BlockingIOError" and out["forked"] < MAX_PROCESSES, out
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+@needs_root_landlock
+def test_a_root_worker_says_why_it_keeps_root(tmp_path):
+    scratch = tmp_path / "scratch"  # pytest's tmp_path sits under a folder only root may enter
+    scratch.mkdir()
+    if os.stat(tmp_path.parent.parent).st_mode & 0o001:
+        pytest.skip("pytest's temporary folders are open to other users here")
+    out = probe(scratch, sys.executable, python_read_paths())
+    assert out["uid"] == 0 and "no process limit: another user could not open" in out["said"], out
+    assert out["scratch_write"] == "ok", "the scratch folder must stay the worker's when it keeps root"
