@@ -117,6 +117,7 @@ TASKS: dict[str, Task] = {
             extensions=("custom_flash_attention", "custom_flash_attention_decode", "decode_linear"),
             needs_gpu=True,
             tests=("task6/test.py",),
+            judged=True,
         ),
         Task(
             "task7",
