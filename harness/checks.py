@@ -28,9 +28,16 @@ def poison_free_memory(nbytes: int, device="cuda") -> None:
     torch.empty(max(nbytes // 4, 1) + 1024, device=device).fill_(float("nan"))
 
 
-def mha_problem(batch: int, seq_len: int, hidden: int, *, device, tag: str):
-    """Hidden states ``x [B, S, H]`` and the four weights, drawn from the run's seed."""
-    x = randn(batch, seq_len, hidden, tag=f"{tag}/x", device=device)
+#: Standard deviation of the hidden states in the large-score checks: scores of a few hundred,
+#: far past float32's exp range (exp(89) is inf), so a softmax that does not subtract the row
+#: maximum returns inf / inf = NaN there. With std 1 the scores stay near 1 and it would pass.
+LARGE_SCORES_STD = 10.0
+
+
+def mha_problem(batch: int, seq_len: int, hidden: int, *, device, tag: str, x_std: float = 1.0):
+    """Hidden states ``x [B, S, H]`` (standard deviation ``x_std``) and the four weights, drawn
+    from the run's seed."""
+    x = randn(batch, seq_len, hidden, tag=f"{tag}/x", device=device, std=x_std)
     return x, mha_weights(hidden, tag=tag, device=device)
 
 
@@ -83,6 +90,7 @@ def check_attention_module(
     tag: str,
     against: str = "float64",
     what: str = "module output",
+    x_std: float = 1.0,
 ) -> ErrorReport:
     """Run ``make_module(w_q, w_k, w_v, w_o, hidden, heads)(x, causal=...)`` and check it.
 
@@ -94,7 +102,7 @@ def check_attention_module(
     """
     reports = []
     for i in range(INPUT_SETS_PER_CHECK):
-        x, weights = mha_problem(batch, seq_len, hidden, device=device, tag=f"{tag}/{against}/set{i}")
+        x, weights = mha_problem(batch, seq_len, hidden, device=device, tag=f"{tag}/{against}/set{i}", x_std=x_std)
         module = make_module(*weights, hidden, num_heads)
         with torch.no_grad():
             out = module(x, causal=causal)
@@ -104,7 +112,7 @@ def check_attention_module(
                 baseline = reference.mha(x, *weights, num_heads, causal, dtype=torch.float32)
             else:
                 baseline = run_nn_mha(nn_multihead_attention(weights, hidden, num_heads, device), x, causal)
-        context = dict(B=batch, S=seq_len, H=hidden, heads=num_heads, causal=causal, device=str(device),
+        context = dict(B=batch, S=seq_len, H=hidden, heads=num_heads, x_std=x_std, causal=causal, device=str(device),
                        input_set=i)
         reports.append(assert_close(
             out, ref, baseline, what=f"{what} vs {against}", dims=MODULE_DIMS, context=context

@@ -10,7 +10,7 @@ with and without the causal mask, on the CPU and (when there is one) the GPU.
 """
 import pytest
 
-from harness.checks import check_attention_module
+from harness.checks import LARGE_SCORES_STD, check_attention_module
 from harness.device import DEVICES
 from harness.impl import load_module
 
@@ -44,6 +44,19 @@ def test_attention(shape, causal, device, against, record):
     report = check_attention_module(
         _module, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal, device=device,
         tag=f"task1/{_id(shape)}/{causal}", against=against, what="CustomSelfAttention",
+    )
+    record("error", **report.as_dict())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_large_scores(causal, device, record):
+    """Scores of a few hundred: exp overflows float32 unless the softmax subtracts the row
+    maximum first (torch.softmax does; a hand-written exp(s) / sum(exp(s)) gives NaN)."""
+    report = check_attention_module(
+        _module, batch=2, seq_len=33, hidden=64, num_heads=4, causal=causal, device=device,
+        tag=f"task1/large/{causal}", what="CustomSelfAttention with large scores (a NaN here means the "
+        "softmax did not subtract the row maximum before exp)", x_std=LARGE_SCORES_STD,
     )
     record("error", **report.as_dict())
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness import reference
-from harness.checks import CORE_DIMS, INPUT_SETS_PER_CHECK, check_attention_module
+from harness.checks import CORE_DIMS, INPUT_SETS_PER_CHECK, LARGE_SCORES_STD, check_attention_module
 from harness.compare import assert_close, strict_float32
 from harness.device import DEVICES
 from harness.impl import load_module
@@ -100,6 +100,32 @@ def test_flash_attention_core(shape, tiles, causal, device, record):
             out, ref, torch32, what="_flash_attention", dims=CORE_DIMS,
             context=dict(S=seq_len, d=head_dim, T_r=tiles[0], T_c=tiles[1], causal=causal, device=device,
                          input_set=i),
+        )
+        record("error", **report.as_dict())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("tiles", [(16, 16), (7, 5)], ids=lambda t: f"Tr{t[0]}-Tc{t[1]}")
+def test_flash_attention_core_large_scores(tiles, causal, device, record):
+    """Scores of a few hundred: the running maximum m is what keeps exp in range (Algorithm 1,
+    line 9); an online softmax without it gives inf / inf = NaN."""
+    seq_len, head_dim, batch, heads = 100, 16, 2, 3
+    tag = f"task3/core-large/{tiles}/{causal}"
+    module = _task().CustomFlashAttention(*(torch.eye(heads * head_dim, device=device),) * 4, heads * head_dim, heads)
+    for i in range(INPUT_SETS_PER_CHECK):
+        q, k = (randn(batch, heads, seq_len, head_dim, tag=f"{tag}/{n}{i}", device=device, std=LARGE_SCORES_STD)
+                for n in "qk")
+        v = randn(batch, heads, seq_len, head_dim, tag=f"{tag}/v{i}", device=device)
+        out = module._flash_attention(q, k, v, tiles[0], tiles[1], causal)
+        ref = reference.attention(q, k, v, causal)
+        with strict_float32():
+            torch32 = reference.attention(q, k, v, causal, dtype=torch.float32)
+        report = assert_close(
+            out, ref, torch32, what="_flash_attention with large scores (a NaN here means exp ran on a score "
+            "without the running maximum subtracted)", dims=CORE_DIMS,
+            context=dict(S=seq_len, d=head_dim, T_r=tiles[0], T_c=tiles[1], causal=causal, device=device,
+                         input_set=i, std=LARGE_SCORES_STD),
         )
         record("error", **report.as_dict())
 
