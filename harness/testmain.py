@@ -17,6 +17,22 @@ from .tasks import REPO_ROOT, TASKS
 STUDENT_PYTEST_ARGS = ("-q", "-rfEs", "--tb=short", "-p", "no:cacheprovider")
 
 
+def syntax_error(task: str) -> str:
+    """The first syntax error in the task's Python files under test, as Python shows it (file,
+    line, the line itself and a caret), or '' if they all compile."""
+    import traceback
+
+    for rel in TASKS[task].editable:
+        path = impl_root() / rel
+        if path.suffix != ".py" or not path.is_file():
+            continue
+        try:
+            compile(path.read_bytes(), str(path), "exec")
+        except SyntaxError as exc:
+            return "".join(traceback.format_exception_only(exc)).rstrip()
+    return ""
+
+
 def main(test_file: str, description: str, selectors: dict[str, str] | None = None, argv=None) -> int:
     """Run ``test_file`` with pytest; each selector flag keeps only the tests it names.
 
@@ -39,6 +55,10 @@ def main(test_file: str, description: str, selectors: dict[str, str] | None = No
                       for rel in TASKS[task].editable or ("(none: this task runs the kernels of tasks 4 and 5)",))
           + f"\n  seed: {run_seed()} (ATTN_KIT_SEED={run_seed()} replays this run)"
           + f"\n  device: {device_name()}", flush=True)
+    broken = syntax_error(task)
+    if broken:  # every check would import the file and fail with the same traceback
+        print(f"\n{broken}\nFix that line and run again: 0 checks ran.", flush=True)
+        return int(pytest.ExitCode.TESTS_FAILED)
     chosen = [expr for flag, expr in selectors.items() if getattr(args, flag)]
     pytest_args = [test_file, *STUDENT_PYTEST_ARGS]
     if chosen:
