@@ -130,6 +130,20 @@ def test_flash_attention_core_large_scores(tiles, causal, device, record):
         record("error", **report.as_dict())
 
 
+def test_published_call(record):
+    """The original assignment's call, ``_flash_attention(q, k, v)`` and ``causal=True`` by keyword,
+    with its default 8 x 8 tiles."""
+    module = _task().CustomFlashAttention(*(torch.eye(32),) * 4, 32, 2)
+    q, k, v = (randn(2, 2, 19, 16, tag=f"task3/published/{n}") for n in "qkv")
+    for kwargs in ({}, {"causal": True}):
+        causal = kwargs.get("causal", False)
+        with strict_float32():
+            torch32 = reference.attention(q, k, v, causal, dtype=torch.float32)
+        assert_close(module._flash_attention(q, k, v, **kwargs), reference.attention(q, k, v, causal), torch32,
+                     what=f"_flash_attention(q, k, v{', causal=True' if causal else ''})", dims=CORE_DIMS)
+    record("published_call", passed=True)
+
+
 # ---------------------------------------------------------------- the module
 SHAPES = [(1, 1, 32, 4), (2, 7, 64, 4), (2, 130, 128, 8), (1, 200, 96, 3)]
 
