@@ -261,12 +261,26 @@ def generate(model, prompt: torch.Tensor, new_tokens: int, *, cache=None, sample
             max_new_tokens=new_tokens,
             eos_token_id=None,
             pad_token_id=model.generation_config.pad_token_id,
-            past_key_values=cache,
+            **cache_argument(model, cache),
             logits_processor=LogitsProcessorList([_Clock()]),
             **kwargs,
         )
     b, s = prompt.shape
     return Generation(out[:, s:], stamps[0] - t0, stamps[-1] - stamps[0], b, s)
+
+
+def cache_argument(model, cache) -> dict:
+    """The KV cache as this transformers version's ``forward`` and ``generate`` take it: ``cache=``
+    (``past_key_values`` is deprecated from 5.2x and removed in 5.40), or ``past_key_values=`` in
+    the releases before the rename."""
+    import inspect
+
+    return {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
+
+
+def returned_cache(out):
+    """The cache a forward pass returns, under either name (see :func:`cache_argument`)."""
+    return out["cache"] if "cache" in out else out.past_key_values
 
 
 def teacher_forced(model, prompt: torch.Tensor, forced: torch.Tensor, cache=None) -> dict:
@@ -277,13 +291,13 @@ def teacher_forced(model, prompt: torch.Tensor, forced: torch.Tensor, cache=None
     position after ``forced[:, t-1]``), in the model's dtype.
     """
     with torch.no_grad(), strict_float32():
-        out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
-        prefill, cache = out.logits, out.past_key_values
+        out = model(input_ids=prompt, **cache_argument(model, cache), use_cache=True)
+        prefill, cache = out.logits, returned_cache(out)
         steps = []
         for t in range(forced.shape[1] - 1):
-            out = model(input_ids=forced[:, t : t + 1], past_key_values=cache, use_cache=True)
+            out = model(input_ids=forced[:, t : t + 1], **cache_argument(model, cache), use_cache=True)
             steps.append(out.logits[:, -1])
-            cache = out.past_key_values
+            cache = returned_cache(out)
     v = prefill.shape[-1]
     b = prompt.shape[0]
     return dict(prefill=prefill, steps=torch.stack(steps, 1) if steps else prefill.new_zeros(b, 0, v))

@@ -144,7 +144,7 @@ class KernelCacheLayer(CacheLayerMixin):
 class KernelKVCache(Cache):
     """A ``Cache`` of :class:`KernelCacheLayer`, one per attention layer of ``config``.
 
-    Pass it to ``model.generate(..., past_key_values=cache)`` or to ``model(...)``;
+    Pass it to ``model.generate(..., cache=cache)`` (``past_key_values=`` before transformers 5.2x) or to ``model(...)``;
     it is sized for ``max_cache_len`` positions (prompt plus new tokens) and
     allocated on the first update, for that call's batch size, dtype and device.
     """
