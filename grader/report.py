@@ -17,6 +17,14 @@ from .rubric import Rubric
 MAX_OUTPUT_CHARS = 4000
 
 
+
+def _skipped(check: dict) -> str:
+    """", 24 skipped (needs a CUDA GPU, and none is visible here)": how many were skipped, and why."""
+    if not check.get("skipped"):
+        return ""
+    why = check.get("skip_reason")
+    return f", {check['skipped']} skipped" + (f" ({why})" if why else "")
+
 def _cut(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     text = text or ""
     return text if len(text) <= limit else text[: limit - 20] + "\n... (cut)"
@@ -53,7 +61,7 @@ def gradescope(results: dict) -> dict:
                 name=f"{head} - {c['name']}", number=f"{n}.{i}", score=c["points"], max_score=c["max_points"],
                 status="passed" if c["status"] == "passed" else "failed", visibility="visible",
                 output=_cut(f"{c['passed']}/{c['ran']} cases passed"
-                            + (f", {c['skipped']} skipped" if c["skipped"] else "")
+                            + _skipped(c)
                             + ("\n" + "\n".join(c["messages"]) if c["messages"] else "")),
             ))
         for j, s in enumerate(r["speedups"], len(r["checks"]) + 1):
@@ -163,14 +171,14 @@ def markdown(results: dict) -> str:
         out += ["", "## Flagged for review", ""] + [f"- {f}" for f in flags]
     for task, r in results.get("tasks", {}).items():
         out += ["", f"## {task}: {r.get('title', '')} ({r.get('points', 0):g} / {r.get('max_points', 0):g})", "",
-                f"Status: **{r.get('status')}**. {r.get('reason', '')}", ""]
+                f"Status: **{r.get('status')}**: {r.get('reason', '')}", ""]
         secs = r.get("stage_seconds", {})
         if secs:
             out.append("Time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()))
             out.append("")
         for c in r.get("checks", []):
             out.append(f"- **{c['name']}**: {c['points']:g} / {c['max_points']:g} "
-                       f"({c['passed']}/{c['ran']} cases passed{', %d skipped' % c['skipped'] if c['skipped'] else ''})")
+                       f"({c['passed']}/{c['ran']} cases passed{_skipped(c)})")
             for m in c["messages"]:
                 out += ["", "  ```text", *("  " + line for line in m.splitlines()), "  ```"]
         for s in r.get("speedups", []):

@@ -39,6 +39,13 @@ class CheckResult:
     skipped: int
     status: str  # passed, failed, skipped
     messages: list[str] = field(default_factory=list)
+    skip_reason: str = ""  # why cases were skipped (the most common reason), e.g. no GPU
+
+
+def _skip_reason(cases: list[Case]) -> str:
+    """The most common reason among skipped cases, its first clause ("needs a CUDA GPU, ...")."""
+    reasons = [c.message.split(" (")[0].strip() for c in cases if c.outcome == "skipped" and c.message]
+    return max(set(reasons), key=reasons.count) if reasons else ""
 
 
 @dataclass
@@ -105,7 +112,7 @@ def score_check(check: Check, cases: list[Case]) -> CheckResult:
                            [f"no test named {', '.join(check.tests)} ran (were they collected?)"])
     if not ran:
         reason = next((c.message for c in mine if c.message), "skipped")
-        return CheckResult(check.name, 0.0, check.points, 0, 0, skipped, "skipped", [reason])
+        return CheckResult(check.name, 0.0, check.points, 0, 0, skipped, "skipped", [reason], _skip_reason(mine))
     fraction = len(passed) / len(ran)
     if check.all_or_nothing and fraction < 1:
         fraction = 0.0
@@ -122,7 +129,7 @@ def score_check(check: Check, cases: list[Case]) -> CheckResult:
     if len(grouped) > MAX_MESSAGES_PER_CHECK:
         messages.append(f"... and {len(grouped) - MAX_MESSAGES_PER_CHECK} more distinct failure(s)")
     return CheckResult(check.name, round(check.points * fraction, 4), check.points, len(passed), len(ran),
-                       skipped, "passed" if not failing else "failed", messages)
+                       skipped, "passed" if not failing else "failed", messages, _skip_reason(mine))
 
 
 def geometric_mean(values: list[float]) -> float:

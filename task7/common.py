@@ -484,13 +484,14 @@ def describe_prompt_len(length) -> str:
     return "the short default prompt" if length == "short" else f"{length} tokens"
 
 
-def format_case(case: CaseResult) -> list[str]:
+def format_case(case: CaseResult, path: str = "your kernels") -> list[str]:
+    """The lines ``python -m task7.inference`` prints for a case; ``path`` names the path under test."""
     v = case.verdict
     lines = [
         f"case {case.label}: batch {case.batch}, prompt {case.prompt_len} tokens, {case.new_tokens} new tokens",
         f"  tokens/s   reference ({REFERENCE_ATTENTION}): prefill {case.ref.prefill_tokens_per_s:,.0f}, "
         f"decode {case.ref.decode_tokens_per_s:,.0f}",
-        f"  tokens/s   your kernels:     prefill {case.custom.prefill_tokens_per_s:,.0f}, "
+        f"  tokens/s   {path + ':':<17} prefill {case.custom.prefill_tokens_per_s:,.0f}, "
         f"decode {case.custom.decode_tokens_per_s:,.0f}   (kernel calls: "
         + ", ".join(f"{k} {val}" for k, val in sorted(case.kernel_calls.items())) + ")",
         f"  logits vs float64: prefill max |error| {v.prefill.max_abs_error:.2e} (allowed {v.prefill.allowed:.2e}), "

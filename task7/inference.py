@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     sample = common.sample_options(args)
     print(f"model: {what}")
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
-    print(f"your path: attn_implementation='{name}' ({kernels.label}) with KernelKVCache (update_kv_cache)")
+    print(f"{'stand-in' if args.stand_in else 'your'} path: attn_implementation='{name}' ({kernels.label}) "
+          "with KernelKVCache (update_kv_cache)")
     print(f"reference: attn_implementation='{common.REFERENCE_ATTENTION}' (transformers) with its dynamic cache; "
           "float64 copy of it for the tolerance")
     mode = f"sampled (temperature {args.temperature}, top-k {args.top_k}, seed {args.seed})" if sample else "greedy"
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
                   "python -m task5.test)")
             return 1
         results.append((length, case))
-        print("\n".join(common.format_case(case)), flush=True)
+        print("\n".join(common.format_case(case, "the stand-in" if args.stand_in else "your kernels")), flush=True)
         print()
 
     print("=" * 78)
@@ -136,10 +137,14 @@ def main(argv=None) -> int:
             print(common.text_block(tokenizer, case.prompt[0], ref, full_prompt=length == "short"))
         print()
     first = next((c for length, c in results if length == "short" and c.batch == 1), results[0][1])
-    print(f"Results.md, Task 7: paste this between the fences ({first.label}, {mode}):")
-    print("```text")
-    print(common.text_block(tokenizer, first.prompt[0], first.display["kernels"][0], full_prompt=True).rstrip("\n"))
-    print("```\n")
+    if args.stand_in:  # Results.md asks for what the student's kernels generate, on a GPU
+        print("(Results.md, Task 7 wants the text your kernels generate: run `python -m task7.inference` on a GPU, "
+              "without --stand-in.)\n")
+    else:
+        print(f"Results.md, Task 7: paste this between the fences ({first.label}, {mode}):")
+        print("```text")
+        print(common.text_block(tokenizer, first.prompt[0], first.display["kernels"][0], full_prompt=True).rstrip("\n"))
+        print("```\n")
 
     print(f"{'case':<40} {'prefill tok/s ref':>18} {'yours':>10} {'decode tok/s ref':>17} {'yours':>10}  verdict")
     for _, c in results:
@@ -147,16 +152,18 @@ def main(argv=None) -> int:
               f"{c.ref.decode_tokens_per_s:>17,.0f} {c.custom.decode_tokens_per_s:>10,.0f}  "
               f"{'agree' if c.passed else 'DIFFER'}")
     failed = [c for _, c in results if not c.passed]
-    who = "your kernels" if not args.stand_in else "the PyTorch stand-in"
+    # (subject, verb that agrees, verb that differs): "your kernels agree", "the stand-in agrees"
+    who, agree, differ = ("your kernels", "agree", "differ") if not args.stand_in else (
+        "the PyTorch stand-in", "agrees", "differs")
     if failed:
         c = failed[0]
         d = c.verdict.first_divergence
         where = (f"step {d['step']} ({'the prefill' if d['step'] == 0 else 'decode step ' + str(d['step'])}), "
                  f"sequence {d['sequence']}, position {d['position']}" if d else c.verdict.failures[0].splitlines()[0])
-        print(f"\nVERDICT: FAIL - {who} differ from transformers' attention in {len(failed)} of {len(results)} "
+        print(f"\nVERDICT: FAIL - {who} {differ} from transformers' attention in {len(failed)} of {len(results)} "
               f"case(s); first: {c.label}, diverging at {where}")
         return 1
-    print(f"\nVERDICT: PASS - {who} agree with transformers' attention in all {len(results)} cases "
+    print(f"\nVERDICT: PASS - {who} {agree} with transformers' attention in all {len(results)} cases "
           f"(same greedy tokens, logits within tolerance at every step)")
     return 0
 
