@@ -55,6 +55,8 @@ class Rubric:
     call_timeout_s: float = 300.0
     #: The worker's memory bound in GiB (0: half the machine's memory).
     worker_memory_gb: float = 0.0
+    #: Whether a speedup above implausible_factor x the reference earns points before review.
+    pay_implausible_before_review: bool = False
 
     @property
     def total(self) -> float:
@@ -148,4 +150,5 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
         source=Path(path),
         call_timeout_s=float(grading.get("call_timeout_s", 300.0)),
         worker_memory_gb=float(grading.get("worker_memory_gb", 0.0)),
+        pay_implausible_before_review=bool(grading.get("pay_implausible_before_review", False)),
     )

@@ -157,8 +157,22 @@ def distrusted_timings(speedup: Speedup, cases: list[Case]) -> list[str]:
     return out
 
 
+def missing_configurations(speedup: Speedup, cases: list[Case], configs: dict[str, float]) -> list[str]:
+    """The timed configurations of ``speedup`` that did not run, failed their output check or
+    recorded no speedup: a speedup counts only when every one of them did (no credit by omission)."""
+    out = []
+    for c in cases:
+        name = c.nodeid.split("::")[-1]
+        if c.function != speedup.test or name in configs:
+            continue
+        why = (c.message.strip().splitlines() or [""])[0][:200]
+        state = {"skipped": "did not run", "failed": "failed"}.get(c.outcome, "recorded no speedup")
+        out.append(f"{name} {state}" + (f" ({why})" if why else ""))
+    return out
+
+
 def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, reference: float | None,
-                  implausible_factor: float, flags: list[str]) -> SpeedupResult:
+                  implausible_factor: float, flags: list[str], pay_implausible: bool = False) -> SpeedupResult:
     result = SpeedupResult(speedup.name, 0.0, speedup.points, "failed")
     configs, mine = measured_speedups(speedup, cases)
     result.configs = configs
@@ -176,6 +190,12 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
             f"the test {speedup.test} recorded no '{speedup.measurement}' measurement")
         return result
     result.value = geometric_mean(list(configs.values()))
+    missing = missing_configurations(speedup, cases, configs)
+    if missing:
+        result.reason = ("no credit for speed: every timed configuration must run and pass its output check; "
+                         + "; ".join(missing))
+        return result
+    held = False
     if reference:
         result.reference, result.basis = reference, "reference"
         full, zero = speedup.full_at * reference, speedup.zero_at * reference
@@ -183,12 +203,18 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
             flags.append(
                 f"implausible speedup for '{speedup.name}': {result.value:.3g}x against the reference "
                 f"solution's {reference:.3g}x on the same GPU; flagged for review"
+                + ("" if pay_implausible else " (its points are held until then)")
             )
+            held = not pay_implausible
     else:
         result.basis = "absolute (no reference solution in this run)"
         full, zero = speedup.absolute_full_at, speedup.absolute_zero_at
     if not gate_open:
         result.reason = "speed is scored only once every correctness check passes in full"
+        return result
+    if held:
+        result.reason = (f"{result.value:.3g}x is more than {implausible_factor:g}x the reference's {reference:.3g}x: "
+                         "held for review (rubric: pay_implausible_before_review = false)")
         return result
     fraction = min(1.0, max(0.0, (result.value - zero) / (full - zero)))
     result.points = round(speedup.points * fraction, 4)
@@ -207,7 +233,8 @@ def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
     checks = [score_check(c, cases) for c in task_rubric.checks]
     gate_open = all(c.status == "passed" for c in checks)
     speedups = [
-        score_speedup(s, cases, gate_open, references.get(s.name), rubric.implausible_factor, flags)
+        score_speedup(s, cases, gate_open, references.get(s.name), rubric.implausible_factor, flags,
+                      rubric.pay_implausible_before_review)
         for s in task_rubric.speedups
     ]
     points = round(sum(c.points for c in checks) + sum(s.points for s in speedups), 4)

@@ -1,0 +1,65 @@
+"""Scoring speedups (grader/scoring.py) from made-up test reports: no credit by omission, and an
+implausible speedup held for review unless the rubric says to pay it."""
+from __future__ import annotations
+
+import dataclasses
+
+from grader import rubric as rubric_mod
+from grader.runner import TestRun as Run  # (aliased: pytest would take TestRun for a test class)
+from grader.scoring import score_task
+
+CONFIGS = ["B4-S128-full", "B4-S128-causal", "B64-S4096-full", "B64-S4096-causal"]
+
+
+def report(speedups: dict[str, float | None], skipped: tuple[str, ...] = ()) -> Run:
+    """Task 4's report: every correctness case passed; each timed configuration passed with its
+    speedup, failed (None) or was skipped."""
+    tests = [{"nodeid": "task4/test.py::test_attention_core[x]", "outcome": "passed", "call": {"outcome": "passed"}},
+             {"nodeid": "task4/test.py::test_module[x]", "outcome": "passed", "call": {"outcome": "passed"}},
+             {"nodeid": "task4/test.py::test_rejects_bad_inputs", "outcome": "passed", "call": {"outcome": "passed"}}]
+    for cfg in CONFIGS:
+        nodeid = f"task4/test.py::test_core_speed[{cfg}]"
+        if cfg in skipped:
+            tests.append({"nodeid": nodeid, "outcome": "skipped",
+                          "setup": {"outcome": "skipped", "longrepr": "needs 45 GB of GPU memory"}})
+        elif speedups.get(cfg) is None:
+            tests.append({"nodeid": nodeid, "outcome": "failed",
+                          "call": {"outcome": "failed", "longrepr": "RuntimeError: seq_len 4096 is not supported"}})
+        else:
+            m = {"core_speedup": {"speedup": speedups[cfg], "trusted": True, "distrust": []}}
+            tests.append({"nodeid": nodeid, "outcome": "passed", "call": {"outcome": "passed"},
+                          "metadata": {"measurements": m}})
+    return Run(proc=None, report={"tests": tests}, problem=None)
+
+
+def speed_of(run: Run, reference: float = 0.625, **grading):
+    rubric = rubric_mod.load()
+    if grading:
+        rubric = dataclasses.replace(rubric, **grading)
+    name = rubric.tasks["task4"].speedups[0].name
+    score = score_task(rubric, rubric.tasks["task4"], run, {name: reference})
+    return score.speedups[0], score.flags
+
+
+def test_every_configuration_passing_earns_its_points():
+    speed, flags = speed_of(report(dict.fromkeys(CONFIGS, 0.6)))
+    assert speed.points == speed.max_points and not flags, speed.reason
+
+
+def test_a_refused_configuration_earns_nothing():
+    """A kernel that refuses the large timed configurations keeps a fast mean over the small ones:
+    that mean is not paid, and the reason names what did not run."""
+    fast_small = {"B4-S128-full": 2.0, "B4-S128-causal": 2.0, "B64-S4096-full": None, "B64-S4096-causal": None}
+    speed, _ = speed_of(report(fast_small))
+    assert speed.points == 0 and "every timed configuration must run" in speed.reason, speed.reason
+    assert "test_core_speed[B64-S4096-full] failed (RuntimeError: seq_len 4096 is not supported)" in speed.reason
+    skipped, _ = speed_of(report(dict.fromkeys(CONFIGS, 0.6), skipped=("B64-S4096-causal",)))
+    assert skipped.points == 0 and "test_core_speed[B64-S4096-causal] did not run" in skipped.reason
+
+
+def test_an_implausible_speedup_is_held_for_review():
+    speed, flags = speed_of(report(dict.fromkeys(CONFIGS, 10.0)))
+    assert speed.points == 0 and "held for review" in speed.reason, speed.reason
+    assert any("implausible speedup" in f and "held" in f for f in flags), flags
+    paid, flags = speed_of(report(dict.fromkeys(CONFIGS, 10.0)), pay_implausible_before_review=True)
+    assert paid.points == paid.max_points and any("implausible speedup" in f for f in flags)
