@@ -247,4 +247,30 @@ def compile_main(task: str, argv: list[str] | None = None) -> int:
             status = 1
             continue
         print(f"ok: {name} built and imported in {time.perf_counter() - start:.1f} s", flush=True)
+        write_import_shim(name)
     return status
+
+
+#: What ``<repo>/<extension>.py`` holds after ``python -m taskN.compile``: ``import <extension>``
+#: from the repository root (as the original assignment's wrappers do) gives the built module.
+IMPORT_SHIM = '''"""`import {name}` from the repository root: the extension python -m {task}.compile built
+(written by that command; the build itself lives in the content-addressed build folder)."""
+import sys
+
+from harness.build import load_extension
+
+sys.modules[__name__] = load_extension("{name}")
+'''
+
+
+def write_import_shim(name: str, root: Path = REPO_ROOT) -> Path | None:
+    """Write ``root/<name>.py`` (see :data:`IMPORT_SHIM`); None where the folder is read-only
+    (the grader's contained builds), which only costs the convenience."""
+    path = root / f"{name}.py"
+    text = IMPORT_SHIM.format(name=name, task=EXTENSIONS[name].task)
+    try:
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    except OSError:
+        return None
+    return path
