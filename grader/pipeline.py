@@ -105,6 +105,9 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         stage = stage_task(task, submission, work)
         result["stage_seconds"]["stage"] = round(time.perf_counter() - t0, 2)
         result["missing"], result["rejected"] = stage.missing, stage.rejected
+        if stage.mapped:  # the original assignment's layout: graded the same, and said so
+            result["notes"] = [f"the original assignment's layout was mapped: {src} graded as {dst}"
+                               for dst, src in sorted(stage.mapped.items()) if dst in TASKS[task].editable]
         for rel in TASKS[task].editable:
             if (stage.submission / rel).exists() and rel not in stage.missing:
                 result["flags"] += scan_file(stage.submission / rel, rel)

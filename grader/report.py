@@ -172,6 +172,7 @@ def markdown(results: dict) -> str:
     for task, r in results.get("tasks", {}).items():
         out += ["", f"## {task}: {r.get('title', '')} ({r.get('points', 0):g} / {r.get('max_points', 0):g})", "",
                 f"Status: **{r.get('status')}**: {r.get('reason', '')}", ""]
+        out += [f"Note: {n}" for n in r.get("notes", [])] + ([""] if r.get("notes") else [])
         secs = r.get("stage_seconds", {})
         if secs:
             out.append("Time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()))

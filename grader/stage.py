@@ -38,6 +38,7 @@ class Stage:
     worker: Path | None = None  # the worker's scratch; None runs the tests in one process (trusted code only)
     missing: list[str] = field(default_factory=list)  # this task's editable files not in the submission
     rejected: dict[str, str] = field(default_factory=dict)  # file -> why it was not taken
+    mapped: dict[str, str] = field(default_factory=dict)  # our path -> the published-layout path it came from
 
     @property
     def submission(self) -> Path | None:
@@ -114,6 +115,13 @@ def kit_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
+def published_layout_path(rel: str) -> str | None:
+    """Where the original assignment's handout keeps a file we keep at ``rel``: its CUDA kernels
+    sit in a ``cuda/`` folder of their task (``task4/cuda/attention_kernel.cu``)."""
+    task, _, name = rel.partition("/")
+    return f"{task}/cuda/{name}" if name.endswith(".cu") and "/" not in name else None
+
+
 def stage_task(task: str, submission: Path, work: Path, kit_root: Path = REPO_ROOT) -> Stage:
     """Make ``work/<task>/judge`` (the kit) and ``work/<task>/worker/submission`` (the files).
 
@@ -132,9 +140,16 @@ def stage_task(task: str, submission: Path, work: Path, kit_root: Path = REPO_RO
         try:
             data = read_submission_file(submission, rel)
         except FileNotFoundError:
-            if rel in TASKS[task].editable:
-                stage.missing.append(rel)
-            continue
+            published = published_layout_path(rel)
+            try:  # a submission in the original assignment's layout
+                data = read_submission_file(submission, published) if published else None
+            except (FileNotFoundError, Unreadable, OSError):
+                data = None
+            if data is None:
+                if rel in TASKS[task].editable:
+                    stage.missing.append(rel)
+                continue
+            stage.mapped[rel] = published
         except (Unreadable, OSError) as exc:
             if rel in own:
                 stage.rejected[rel] = str(exc)

@@ -205,3 +205,24 @@ def test_every_gpu_task_on_a_gpu(tmp_path, record):
         s = stubs["tasks"][task]
         assert s["points"] == 0, (task, s["status"], s["reason"])
         assert s["reason"], (task, "a zero needs a reason")
+
+
+def test_the_published_layout_is_mapped(tmp_path, monkeypatch):
+    """A submission in the original assignment's layout (kernels in taskN/cuda/) is staged as the
+    same files in ours, and the result says the layout was mapped."""
+    from grader.stage import stage_task
+
+    sub = tmp_path / "published"
+    for task in ("task2", "task4", "task5"):
+        (sub / task / "cuda").mkdir(parents=True)
+        shutil.copy(REPO_ROOT / "solutions" / task / "attention_kernel.cu", sub / task / "cuda" / "attention_kernel.cu")
+    stage = stage_task("task5", sub, tmp_path / "work")
+    assert stage.missing == [], stage.missing
+    assert stage.mapped == {f"{t}/attention_kernel.cu": f"{t}/cuda/attention_kernel.cu" for t in ("task2", "task4", "task5")}
+    staged = stage.submission / "task5" / "attention_kernel.cu"
+    assert staged.read_bytes() == (REPO_ROOT / "solutions" / "task5" / "attention_kernel.cu").read_bytes()
+    from grader import pipeline
+
+    monkeypatch.setattr(pipeline, "_can_compile_cuda", lambda: False)  # the note comes before the build
+    results = run_grading(sub, ["task2"], tmp_path / "out", rubric_mod.load(), quiet=True, use_reference=False)
+    assert any("layout was mapped: task2/cuda/attention_kernel.cu" in n for n in results["tasks"]["task2"]["notes"])
