@@ -80,6 +80,19 @@ def solution_only_symbols(root: Path = REPO_ROOT) -> dict[str, set[str]]:
     return out
 
 
+#: Where the README's part for course staff begins: the handout's README stops before it (it
+#: speaks of solutions/, scripts/ and bench/, which a handout does not have).
+STAFF_HEADING = "## For course staff"
+
+
+def student_readme(text: str) -> str:
+    """The README a student gets: everything before :data:`STAFF_HEADING`."""
+    head, found, _ = text.partition("\n" + STAFF_HEADING)
+    if not found:
+        raise ValueError(f"README.md has no '{STAFF_HEADING}' section to leave out of the handout")
+    return head.rstrip() + "\n"
+
+
 def torch_cuda_available() -> bool:
     import torch
 
@@ -101,6 +114,9 @@ def release(out_dir: Path, *, build: bool = True, tests: bool = True, root: Path
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, dst)
     print(f"wrote {len(files)} files to {out_dir}")
+    if (out_dir / "README.md").exists():
+        (out_dir / "README.md").write_text(student_readme((root / "README.md").read_text()))
+        print(f"README.md: the student guide only (up to '{STAFF_HEADING}')")
     ok = True
 
     print("1. no handout file equals its reference solution")
