@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.tasks import REPO_ROOT, TASKS, task_names
+from harness.tasks import EXTENSIONS, REPO_ROOT, TASKS, task_names
 
 from .builder import build_task
 from . import rubric as rubric_mod
@@ -166,6 +166,8 @@ def release(out_dir: Path, *, build: bool = True, tests: bool = True, root: Path
                 if result is not None:
                     ok &= _say(result.ok, f"{task}: {result.reason}"
                                + ("" if result.ok else "\n" + result.proc.output_tail[-3000:]))
+            for name in EXTENSIONS:  # the compile scripts' import shims are no part of the handout
+                (out_dir / f"{name}.py").unlink(missing_ok=True)
         if tests:
             print("4. every stub's tests fail cleanly (not implemented yet), none crashes")
             for task in present:

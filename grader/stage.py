@@ -143,8 +143,12 @@ def stage_task(task: str, submission: Path, work: Path, kit_root: Path = REPO_RO
             published = published_layout_path(rel)
             try:  # a submission in the original assignment's layout
                 data = read_submission_file(submission, published) if published else None
-            except (FileNotFoundError, Unreadable, OSError):
+            except FileNotFoundError:
                 data = None
+            except (Unreadable, OSError) as exc:
+                if rel in own:
+                    stage.rejected[rel] = f"{published}: {exc}"
+                continue
             if data is None:
                 if rel in TASKS[task].editable:
                     stage.missing.append(rel)

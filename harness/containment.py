@@ -301,10 +301,20 @@ def _cuda_init_problem() -> str:
     return "" if code == 0 else f"(the GPU: cuInit returned error {code})"
 
 
+#: Seconds the check child may take (a cuInit included) before the switch is given up.
+PROBE_TIMEOUT_S = 60
+#: The NVIDIA device files the CUDA driver opens (the MIG capabilities and /dev/dri are often
+#: root's alone, and a CUDA process does not need them).
+CUDA_DEVICE_GLOBS = ("/dev/nvidiactl", "/dev/nvidia-uvm*", "/dev/nvidia[0-9]*")
+
+
 def _unreachable_as(uid: int, wants: list[tuple[str, int]], gpu: bool = False) -> str:
     """The first path a process of user ``uid`` could not open as ``wants`` says ('' if none),
     and with ``gpu``, whether the CUDA driver starts for it: a child switches to ``uid`` and
-    asks the kernel (and the driver)."""
+    asks the kernel (and the driver). A child that dies or hangs is an answer too."""
+    import select
+    import signal
+
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: no Python clean-up, only the answer
@@ -317,48 +327,81 @@ def _unreachable_as(uid: int, wants: list[tuple[str, int]], gpu: bool = False) -
             answer = next((p for p, mode in wants if not os.access(p, mode)), "").encode()
             if not answer and gpu:
                 answer = _cuda_init_problem().encode()
+            answer = answer or b"OK"
         except BaseException as exc:  # noqa: BLE001 - any failure is an answer
             answer = f"(switching user failed: {exc})".encode()
         finally:
             os.write(w, answer[:4096])
             os._exit(0)
     os.close(w)
+    answer = ""
     with os.fdopen(r, "rb") as f:
-        answer = f.read().decode(errors="replace")
-    os.waitpid(pid, 0)
-    return answer
+        if select.select([f], [], [], PROBE_TIMEOUT_S)[0]:
+            answer = f.read().decode(errors="replace")
+        else:
+            os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    if answer == "OK" and os.waitstatus_to_exitcode(status) == 0:
+        return ""
+    return answer if answer and answer != "OK" else "(the check as that user failed or hung)"
+
+
+def _worker_uid(scratch: Path | None) -> int:
+    """The user id for this worker: the one its scratch folder already belongs to, when an
+    earlier worker of the same grading (an input-check script's own worker, say) took it over,
+    so neither takes the folder from the other; else one of its own."""
+    try:
+        owner = os.stat(scratch).st_uid if scratch is not None else 0
+    except OSError:
+        owner = 0
+    return owner if owner >= WORKER_UID_BASE else WORKER_UID_BASE + os.getpid()
 
 
 def _plan_user(policy: Policy) -> tuple[int | None, str]:
     """A root worker's own user id, with its scratch folder handed over to it, or why it keeps root."""
-    uid = WORKER_UID_BASE + os.getpid()
+    import glob
+
+    scratch = Path(policy.write[0]).resolve() if policy.write else None
+    uid = _worker_uid(scratch)
     read = _existing([*SYSTEM_READ, *policy.read])
     wants = [(p, os.R_OK | (os.X_OK if os.path.isdir(p) else 0)) for p in read]
-    wants += [(p, os.R_OK | os.W_OK) for p in device_paths()]
-    missing = _unreachable_as(uid, wants, gpu=os.path.exists("/dev/nvidiactl"))
+    gpu = sorted({p for pattern in CUDA_DEVICE_GLOBS for p in glob.glob(pattern)})
+    wants += [(p, os.R_OK | os.W_OK) for p in gpu]
+    missing = _unreachable_as(uid, wants, gpu=bool(gpu))
     if not missing:
         # The scratch folder (the first write path) and what lies in it become the worker's; a
         # shared folder elsewhere (the reference builds' cache) keeps its owner and must be open.
         write = _existing(policy.write)
-        scratch = Path(policy.write[0]).resolve() if policy.write else None
         undo: list[tuple[str, int, int]] = []
-        for path in write:
-            if scratch is not None and Path(path).resolve().is_relative_to(scratch):
-                _chown_tree(path, uid, undo)
-        missing = _unreachable_as(uid, [(p, os.R_OK | os.W_OK | os.X_OK) for p in write])
+        try:
+            for path in write:
+                if scratch is not None and Path(path).resolve().is_relative_to(scratch):
+                    _chown_tree(path, uid, undo)
+            missing = _unreachable_as(uid, [(p, os.R_OK | os.W_OK | os.X_OK) for p in write])
+        except OSError as exc:  # a file that vanished, a file system that refuses chown
+            missing = f"(handing the scratch folder over failed: {exc})"
         if missing:
             for path, owner, group in reversed(undo):
-                os.chown(path, owner, group, follow_symlinks=False)
+                try:
+                    os.chown(path, owner, group, follow_symlinks=False)
+                except OSError:
+                    pass
     if missing:
         return None, f"no process limit: another user could not open {missing}"
     return uid, ""
 
 
+_PR_SET_NO_NEW_PRIVS = 38
+
+
 def _switch_user(uid: int) -> str:
-    """Become ``uid`` (no groups, no capabilities left) with RLIMIT_NPROC bounding its tree."""
+    """Become ``uid`` (no groups, no capabilities, not even inheritable ones, and no way back
+    through a setuid program) with RLIMIT_NPROC bounding its tree."""
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
+    _clear_capabilities()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
     return f"at most {MAX_PROCESSES} processes (as user {uid})"
 
@@ -409,6 +452,8 @@ def device_paths() -> list[str]:
 def apply(policy: Policy) -> str:
     """Contain this process as ``policy`` says; return the containment now in force, in words."""
     said, unbounded = _limits(policy.memory_bytes, policy.own_uid)
+    for path in policy.write:  # made before they are handed over (see _plan_user)
+        Path(path).mkdir(parents=True, exist_ok=True)
     uid, why = _plan_user(policy) if unbounded else (None, "")
     if why:
         said.append(why)

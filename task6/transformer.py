@@ -121,15 +121,18 @@ class AttentionBase(nn.Module):
         return decode_linear.qkv_rope(x, self.qkv.weight, self.rotary.table, current_pos, self.num_heads)
 
     def torch_forward(self, x, kv_cache, current_pos: int, core_dtype=torch.float32):
-        """The reference path: the same projections and cache, attention in plain PyTorch."""
+        """The reference path: the same projections and cache, attention in plain PyTorch.
+
+        It calls the provided projections by name (not ``self.project``), so a layer that
+        changes its own methods cannot change the path it is compared and timed against."""
         s = x.shape[1]
-        q, k, v = self.project(x, current_pos)
+        q, k, v = AttentionBase.project(self, x, current_pos)
         k_cache, v_cache = kv_cache
         k_cache[:, current_pos : current_pos + s] = k
         v_cache[:, current_pos : current_pos + s] = v
         end = current_pos + s
         attn = torch_attention(q, k_cache[:, :end], v_cache[:, :end], self.num_heads, core_dtype)
-        return self.out(attn)
+        return decode_linear.linear(attn, self.out.weight)
 
     def forward(self, x, kv_cache=None, decode: bool = False, current_pos: int = 0):
         raise NotImplementedError("not implemented yet: customAttention.forward (README, Task 6)")
@@ -340,6 +343,10 @@ def run_model(model, backend, prompt, steps, forced=None, cache=None, timed=Fals
 
 
 def model_step(tokens, cache, current_pos, model, backend: str):
-    """One call of ``model`` with the attention ``backend``: what the timed loops time."""
+    """One call of ``model`` with the attention ``backend``: what the timed loops time (inference
+    mode and strict float32 set here, in the process the model runs in)."""
+    from harness.compare import strict_float32
+
     model.set_attention_backend(backend)
-    return model(tokens, cache, current_pos)[0]
+    with torch.no_grad(), strict_float32():
+        return model(tokens, cache, current_pos)[0]

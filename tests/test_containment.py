@@ -110,6 +110,10 @@ def test_a_root_worker_takes_a_user_id_of_its_own():
         assert f"at most {MAX_PROCESSES} processes (as user {out['uid']})" in out["said"], out
         assert out["scratch_write"] == "ok" and out["home_write"] == "PermissionError", out
         assert out.get("fork_error") == "BlockingIOError" and out["forked"] < MAX_PROCESSES, out
+        # A second worker on the same scratch (an input-check script's own) shares that user id,
+        # so neither takes the folder from the other.
+        again = probe(scratch, python, read)
+        assert again["uid"] == out["uid"] and again["scratch_write"] == "ok", again
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
