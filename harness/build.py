@@ -234,6 +234,11 @@ def compile_main(task: str, argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="show every compiler command")
     args = parser.parse_args(argv)
     status = 0
+    if len(TASKS[task].extensions) > 1:
+        start = time.perf_counter()
+        prebuild_in_parallel(TASKS[task].extensions)
+        print(f"built {', '.join(TASKS[task].extensions)} side by side in {time.perf_counter() - start:.1f} s "
+              "(each is loaded from the build folder below)", flush=True)
     for name in TASKS[task].extensions:
         sources = ", ".join(str(source_path(s)) for s in EXTENSIONS[name].sources)
         archs = ", ".join(f"sm_{a.replace('.', '')}" for a in target_archs().split(";"))
@@ -249,6 +254,18 @@ def compile_main(task: str, argv: list[str] | None = None) -> int:
         print(f"ok: {name} built and imported in {time.perf_counter() - start:.1f} s", flush=True)
         write_import_shim(name)
     return status
+
+
+def prebuild_in_parallel(names) -> None:
+    """Build several extensions at once, one process each (nvcc compiles one file on one core);
+    the caller then loads each from the cache and reports, in order, any that failed to build."""
+    import subprocess
+
+    code = "import sys; from harness.build import load_extension; load_extension(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, name], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for name in names]
+    for proc in procs:
+        proc.wait()
 
 
 #: What ``<repo>/<extension>.py`` holds after ``python -m taskN.compile``: ``import <extension>``
