@@ -164,6 +164,16 @@ def load_extension(name: str, *, verbose: bool = False) -> ModuleType:
     return build_sources(name, [source_path(s) for s in spec.sources], spec.task, verbose=verbose)
 
 
+_loaded: dict[str, ModuleType] = {}
+
+
+def extension(name: str) -> ModuleType:
+    """:func:`load_extension` once per process: what the task modules call on every kernel use."""
+    if name not in _loaded:
+        _loaded[name] = load_extension(name)
+    return _loaded[name]
+
+
 def build_sources(name: str, sources: list[Path], group: str, *, verbose: bool = False) -> ModuleType:
     """Build and import an extension from explicit sources into ``build/<group>/``."""
     import torch

@@ -356,15 +356,23 @@ def _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_ba
     Numbers that fail a check come back with ``distrust`` set, and the grader gives
     them no credit.
     """
-    data, wall_ms = _in_worker(compare_speed, (candidate, baseline, input_sets),
-                               dict(options, baseline_input_sets=baseline_input_sets))
+    def own_timing() -> Timing:
+        fn, sets = judge_baseline
+        return time_function(fn, sets, warmup=JUDGE_BASELINE_WARMUP, min_reps=JUDGE_BASELINE_REPS,
+                             max_reps=JUDGE_BASELINE_REPS, flush_l2=options["flush_l2"])
+
+    return _judged(compare_speed, (candidate, baseline, input_sets),
+                   dict(options, baseline_input_sets=baseline_input_sets), own_timing if judge_baseline else None)
+
+
+def _judged(func: Callable, args: tuple, kwargs: dict, own_timing: Callable[[], Timing] | None) -> Comparison:
+    """``func`` (compare_speed or compare_steps) run in the worker, with the judge's two checks:
+    its own clock around the request, and (``own_timing``) its own timing of the baseline."""
+    data, wall_ms = _in_worker(func, args, kwargs)
     cmp = Comparison.from_dict(data)
     cmp.distrust += _wall_distrust(cmp.candidate.total_ms + cmp.baseline.total_ms, wall_ms)
-    if judge_baseline is not None:
-        fn, sets = judge_baseline
-        own = time_function(fn, sets, warmup=JUDGE_BASELINE_WARMUP, min_reps=JUDGE_BASELINE_REPS,
-                            max_reps=JUDGE_BASELINE_REPS, flush_l2=options["flush_l2"])
-        cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own)
+    if own_timing is not None:
+        cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own_timing())
     return cmp
 
 
@@ -402,18 +410,15 @@ def compare_steps(
     from .remote import is_remote
 
     if is_remote(candidate):
-        data, wall_ms = _in_worker(compare_steps, (candidate, baseline, steps),
-                                   dict(baseline_steps=baseline_steps, warmup=warmup, flush_l2=flush_l2))
-        cmp = Comparison.from_dict(data)
-        cmp.distrust += _wall_distrust(cmp.candidate.total_ms + cmp.baseline.total_ms, wall_ms)
-        if judge_baseline is not None:
+        def own_timing() -> Timing:
             fn, own_steps = judge_baseline
             runner = _Runner(fn, own_steps[:1], _device_of(own_steps), flush_l2)
             _time_steps([runner], [own_steps], warmup)
-            samples = runner.collect()
-            own = _stats(samples, runner.clock, runner.flusher is not None, len(own_steps))
-            cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own)
-        return cmp
+            return _stats(runner.collect(), runner.clock, runner.flusher is not None, len(own_steps))
+
+        return _judged(compare_steps, (candidate, baseline, steps),
+                       dict(baseline_steps=baseline_steps, warmup=warmup, flush_l2=flush_l2),
+                       own_timing if judge_baseline else None)
     baseline_steps = baseline_steps or steps
     if len(baseline_steps) != len(steps) or not steps:
         raise ValueError("compare_steps needs the same number of steps (at least one) for both")

@@ -27,16 +27,11 @@ from torch import nn
 
 from harness.shapes import check_heads, check_hidden_states
 
-_extensions: dict[str, object] = {}
-
-
 def _extension(name: str):
     """Build (first call only) and import one of the kit's CUDA extensions."""
-    if name not in _extensions:
-        from harness.build import load_extension
+    from harness.build import extension
 
-        _extensions[name] = load_extension(name)
-    return _extensions[name]
+    return extension(name)
 
 
 def flash_extension():
