@@ -7,7 +7,7 @@ than the rubric's factor, is flagged.
 """
 from __future__ import annotations
 
-from harness.results_md import reported_numbers
+from harness.results_md import reported_numbers, row_key
 
 from .scoring import Case
 
@@ -28,11 +28,16 @@ def check_results_md(text: str, cases_by_task: dict[str, list[Case]], factor: fl
     flags, table = [], []
     for task, cases in cases_by_task.items():
         for (table_name, row), values in measured_rows(cases).items():
-            got = reported.get(table_name or task, {}).get(row)
+            got = reported.get(table_name or task, {}).get(row_key(row))
+            asked = range(len(values))
+            if got and len(got) == 1 and len(values) > 1:
+                # One number where our row has several: the original assignment asked only
+                # for the speedup, which is our last column; the others are not asked for.
+                got, asked = [None] * (len(values) - 1) + got, range(len(values) - 1, len(values))
             for col, measured in enumerate(values):
                 rep = got[col] if got and col < len(got) else None
                 table.append(dict(task=task, row=row, column=col, reported=rep, measured=measured))
-                if not isinstance(measured, (int, float)) or measured <= 0:
+                if col not in asked or not isinstance(measured, (int, float)) or measured <= 0:
                     continue
                 if rep is None:
                     flags.append(f"Results.md: {task} row '{row}' column {col + 1} is empty (measured {measured:.4g})")

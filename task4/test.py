@@ -11,6 +11,8 @@ computation is, see harness/compare.py):
   1000, 2049 and 4096 (lengths that are not multiples of your tiles are where
   the classic bugs live), head_dim 16, 32, 64, 128 and odd ones, causal and not,
   computed by your kernel only (no PyTorch matmul, softmax or attention inside);
+* the same kernel on scores of about a hundred, where exp overflows float32 unless
+  the running row maximum is subtracted first;
 * the ``CustomFlashAttention`` module against float64 and ``nn.MultiheadAttention``.
 
 Performance (``perf``; hidden 4096, 32 heads, so head_dim 128):
@@ -32,7 +34,7 @@ import torch
 
 from harness import reference
 from harness.checks import (
-    MODULE_DIMS, check_attention_module, first_item_of, mha_forward, nn_multihead_attention, poison_free_memory,
+    LARGE_SCORES_STD, MODULE_DIMS, check_attention_module, first_item_of, mha_forward, nn_multihead_attention, poison_free_memory,
     run_input_checks, sdpa_core,
 )
 from harness.compare import assert_close, strict_float32
@@ -84,9 +86,26 @@ def _core_id(case):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("case", CORE_CASES, ids=_core_id)
 def test_attention_core(case, causal, record):
+    _check_core(case, causal, record, tag=f"task4/core/{_core_id(case)}")
+
+
+# Scores of about a hundred (q and k drawn with this standard deviation): exp of such a score
+# overflows float32, so only a kernel that subtracts its running row maximum stays finite.
+LARGE_SCORE_CASES = [(2, 129, 2, 64), (1, 1000, 2, 128)]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("case", LARGE_SCORE_CASES, ids=_core_id)
+def test_attention_core_large_scores(case, causal, record):
+    _check_core(case, causal, record, tag=f"task4/core-large/{_core_id(case)}", std=LARGE_SCORES_STD,
+                what="custom_flash_attention with large scores (a NaN or inf here means exp ran on a score "
+                "without the running maximum subtracted)")
+
+
+def _check_core(case, causal, record, *, tag: str, std: float = 1.0, what: str = "custom_flash_attention"):
     b, s, heads, d = case
-    tag = f"task4/core/{_core_id(case)}"
-    q, k, v = (randn(b, s, heads * d, tag=f"{tag}/{n}", device=DEVICE) for n in "qkv")
+    q, k = (randn(b, s, heads * d, tag=f"{tag}/{n}", device=DEVICE, std=std) for n in "qk")
+    v = randn(b, s, heads * d, tag=f"{tag}/v", device=DEVICE)
     _poison(q.numel() * 4)
     out = assert_own_kernel(
         _ext().custom_flash_attention, q, k, v, heads, causal, what="custom_flash_attention"
@@ -95,10 +114,8 @@ def test_attention_core(case, causal, record):
     ref = reference.merge_heads(reference.attention(qh, kh, vh, causal))
     with strict_float32():
         t32 = reference.merge_heads(reference.attention(qh, kh, vh, causal, dtype=torch.float32))
-    report = assert_close(
-        out, ref, t32, what="custom_flash_attention", dims=MODULE_DIMS,
-        context=dict(B=b, S=s, heads=heads, head_dim=d, causal=causal),
-    )
+    context = dict(B=b, S=s, heads=heads, head_dim=d, causal=causal, **({"std": std} if std != 1.0 else {}))
+    report = assert_close(out, ref, t32, what=what, dims=MODULE_DIMS, context=context)
     record("error", **report.as_dict())
 
 

@@ -85,8 +85,8 @@ def python_for_others() -> tuple[str, list[str]]:
     pytest.skip(f"no Python that other users may run ({sys.base_prefix} is closed to them)")
 
 
-def probe(scratch: Path, python: str, read: list[str]) -> dict:
-    policy = Policy(read=[str(REPO_ROOT), *read], write=[str(scratch)], own_uid=True)
+def probe(scratch: Path, python: str, read: list[str], shared: list[str] = ()) -> dict:
+    policy = Policy(read=[str(REPO_ROOT), *read], write=[str(scratch), *shared], own_uid=True)
     env = {**os.environ, POLICY_ENV: policy.to_env(),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(landlock_package())])}
     proc = subprocess.run([python, "-c", PROBE, str(scratch)], capture_output=True, text=True,
@@ -114,6 +114,14 @@ def test_a_root_worker_takes_a_user_id_of_its_own():
         # so neither takes the folder from the other.
         again = probe(scratch, python, read)
         assert again["uid"] == out["uid"] and again["scratch_write"] == "ok", again
+        # The kit's own solutions also write the node's shared build cache, which stays the
+        # grader's: that worker keeps the grader's user, and says so (seen on the H200).
+        cache = base / "build-cache"
+        cache.mkdir(mode=0o755)
+        other = base / "scratch2"
+        other.mkdir()
+        shared = probe(other, python, read, shared=[str(cache)])
+        assert shared["uid"] == 0 and "to write the shared build cache" in shared["said"], shared
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 

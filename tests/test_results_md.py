@@ -1,15 +1,55 @@
 """Results.md: the template parses, and invented numbers are flagged, never trusted."""
 from grader.results_check import check_results_md
 from grader.scoring import Case
-from harness.results_md import parse_number, reported_numbers
+from harness.results_md import parse_number, reported_numbers, row_key
 from harness.tasks import REPO_ROOT
 
 
 def test_template_has_every_row_empty():
     rows = reported_numbers(REPO_ROOT / "Results.md")
-    assert set(rows["task4"]) >= {"B=4, S=128, non-causal", "B=64, S=4096, causal"}
-    assert rows["task5"]["TBT"] == [None]
-    assert rows["task6"]["average decode step (TBT)"] == [None]
+    assert set(rows["task4"]) >= {"b4-s128-noncausal", "b64-s4096-causal"}
+    assert rows["task5"]["tbt"] == [None]
+    assert rows["task6"]["tbt"] == [None] and rows["task6"]["ttft"] == [None]
+
+
+def test_row_labels_spelled_another_way_are_the_same_row():
+    ours = row_key("B=4, S=128, non-causal")
+    for other in ("B=4 S=128 causal=False", "b = 4, s = 128, Non-Causal", "batch 4, seq_len 128, causal: no",
+                  "**B=4, S=128 (not causal)**"):
+        assert row_key(other) == ours, other
+    assert row_key("B=4, S=128, causal") == row_key("B=4, S=128, causal=True") != ours
+    assert row_key("TBT speedup") == row_key("average decode step (TBT)") == "tbt"
+
+
+#: A Results.md as a student of the original assignment writes it: other headings, and each
+#: number on a line of its own instead of in our tables.
+PUBLISHED_STYLE = """# Results
+
+### Task 4
+- B=4, S=128, causal=False: 2.2x
+- B=4, S=128, causal=True: 9.0x
+
+### Task 5
+TTFT speedup: 1.1
+TBT speedup: 150
+
+# Task 7
+```
+Once upon a time
+```
+"""
+
+
+def test_a_results_md_in_the_original_style_is_read():
+    rows = reported_numbers(PUBLISHED_STYLE)
+    assert rows["task4"]["b4-s128-noncausal"] == [2.2] and rows["task5"]["tbt"] == [150.0]
+    cases = {"task4": [_case("B=4, S=128, non-causal", [1.1, 0.5, 2.2]), _case("B=4, S=128, causal", [2.1, 1.0, 2.1])],
+             "task5": [_case("TBT", [151.2], table="task5")]}
+    flags, _ = check_results_md(PUBLISHED_STYLE, cases, factor=2.0)
+    # The one speedup asked for is compared with ours (the honest one passes, 9.0 vs 2.1 is
+    # flagged); the times the original never asked for are not "empty".
+    assert flags == ["Results.md: task4 row 'B=4, S=128, causal' column 3 reports 9 but the grader measured "
+                     "2.1 (more than 2x apart); flagged, not trusted"], flags
 
 
 def test_parse_number():
