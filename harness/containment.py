@@ -397,6 +397,8 @@ def _plan_user(policy: Policy) -> tuple[int | None, str]:
 
 
 _PR_SET_NO_NEW_PRIVS = 38
+#: The name a switched worker goes by (USER, LOGNAME): its user id has no passwd entry.
+WORKER_USER_PREFIX = "attn-kit-worker-"
 
 
 def _switch_user(uid: int) -> str:
@@ -408,6 +410,9 @@ def _switch_user(uid: int) -> str:
     _clear_capabilities()
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
+    # The id has no passwd entry, so getpass.getuser() (torch._dynamo's config calls it on
+    # import) would raise KeyError, as it did on the H200; it reads these variables first.
+    os.environ["USER"] = os.environ["LOGNAME"] = f"{WORKER_USER_PREFIX}{uid}"
     return f"at most {MAX_PROCESSES} processes (as user {uid})"
 
 

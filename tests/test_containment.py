@@ -24,11 +24,15 @@ needs_root_landlock = pytest.mark.skipif(os.geteuid() != 0 or not landlock_abi()
 #: Run contained, then report: the containment, the user id, a write inside and outside the
 #: scratch folder, and how many processes the tree could start (each child waits, then exits).
 PROBE = r'''
-import json, os, sys, time
+import getpass, json, os, sys, time
 from harness.containment import POLICY_ENV, Policy, apply
 scratch = sys.argv[1]
 said = apply(Policy.from_env(os.environ[POLICY_ENV]))
 out = {"said": said, "uid": os.getuid()}
+try:  # torch._dynamo's config asks for the user name on import (a KeyError on the H200)
+    out["user"] = getpass.getuser()
+except Exception as e:
+    out["user"] = type(e).__name__
 try:
     open(os.path.join(scratch, "mine.txt"), "w").write("ok")
     out["scratch_write"] = "ok"
@@ -87,7 +91,9 @@ def python_for_others() -> tuple[str, list[str]]:
 
 def probe(scratch: Path, python: str, read: list[str], shared: list[str] = ()) -> dict:
     policy = Policy(read=[str(REPO_ROOT), *read], write=[str(scratch), *shared], own_uid=True)
-    env = {**os.environ, POLICY_ENV: policy.to_env(),
+    # No USER or LOGNAME, as on the H200's runner: the name must come from the switch.
+    env = {**{k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME", "LNAME", "USERNAME")},
+           POLICY_ENV: policy.to_env(),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(landlock_package())])}
     proc = subprocess.run([python, "-c", PROBE, str(scratch)], capture_output=True, text=True,
                           env=env, cwd=REPO_ROOT, timeout=120)
@@ -109,6 +115,7 @@ def test_a_root_worker_takes_a_user_id_of_its_own():
         assert out["uid"] >= WORKER_UID_BASE, out
         assert f"at most {MAX_PROCESSES} processes (as user {out['uid']})" in out["said"], out
         assert out["scratch_write"] == "ok" and out["home_write"] == "PermissionError", out
+        assert out["user"] == f"attn-kit-worker-{out['uid']}", out
         assert out.get("fork_error") == "BlockingIOError" and out["forked"] < MAX_PROCESSES, out
         # A second worker on the same scratch (an input-check script's own) shares that user id,
         # so neither takes the folder from the other.
