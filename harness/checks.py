@@ -1,5 +1,6 @@
-"""Checks that several tasks share: an attention module against float64 and against
-``torch.nn.MultiheadAttention`` on the same weights."""
+"""Checks that several tasks share: an attention core (``[B, S, heads*head_dim]`` q, k, v)
+and an attention module against float64 and against ``torch.nn.MultiheadAttention`` on
+the same weights, and the bad inputs every attention kernel must refuse."""
 from __future__ import annotations
 
 from typing import Callable
@@ -118,6 +119,76 @@ def check_attention_module(
             out, ref, baseline, what=f"{what} vs {against}", dims=MODULE_DIMS, context=context
         ))
     return max(reports, key=lambda r: r.max_abs_error / r.allowed if r.allowed else r.max_abs_error)
+
+
+def attention_references(q, k, v, heads: int, causal: bool):
+    """The float64 result of the attention core on ``[B, S, heads*head_dim]`` q, k, v, and
+    PyTorch's float32 result of the same formula (what the tolerance is measured against)."""
+    qh, kh, vh = (reference.split_heads(t, heads) for t in (q, k, v))
+    ref = reference.merge_heads(reference.attention(qh, kh, vh, causal))
+    with strict_float32():
+        t32 = reference.merge_heads(reference.attention(qh, kh, vh, causal, dtype=torch.float32))
+    return ref, t32
+
+
+def check_attention_core(kernel: Callable, what: str, case, causal: bool, *, tag: str, device,
+                         std: float = 1.0, hint: str = "") -> ErrorReport:
+    """``kernel(q, k, v, heads, causal)`` for ``case = (batch, seq_len, heads, head_dim)``, on
+    fresh inputs (q and k with standard deviation ``std``), against float64.
+
+    The kernel must write every output element (the free memory it could leave unwritten is
+    NaN first) and call no PyTorch attention, matmul or softmax of its own. ``hint`` says, in
+    a failure message, what a failure here usually means.
+    """
+    from .integrity import assert_own_kernel
+    from .remote import on_worker
+
+    b, s, heads, d = case
+    q, k = (randn(b, s, heads * d, tag=f"{tag}/{n}", device=device, std=std) for n in "qk")
+    v = randn(b, s, heads * d, tag=f"{tag}/v", device=device)
+    on_worker(poison_free_memory)(q.numel() * 4, device)
+    out = assert_own_kernel(kernel, q, k, v, heads, causal, what=what)
+    ref, t32 = attention_references(q, k, v, heads, causal)
+    context = dict(B=b, S=s, heads=heads, head_dim=d, causal=causal, **({"std": std} if std != 1.0 else {}))
+    return assert_close(out, ref, t32, what=what + (f" ({hint})" if hint else ""), dims=MODULE_DIMS,
+                        context=context)
+
+
+#: Module shapes (batch, seq_len, hidden, num_heads) every attention module is checked on:
+#: one token, lengths that are no multiple of a tile, a head_dim of 32, 64 and 128.
+MODULE_SHAPES = [
+    (1, 1, 64, 2),
+    (2, 7, 64, 4),
+    (2, 129, 256, 2),
+    (3, 64, 512, 8),
+    (1, 300, 96, 3),
+]
+
+
+def module_id(shape) -> str:
+    return "B{}-S{}-H{}-heads{}".format(*shape)
+
+
+def core_id(case) -> str:
+    return "B{}-S{}-heads{}-d{}".format(*case)
+
+
+def expect_attention_input_checks(kernel: Callable) -> None:
+    """In an input-check script: the inputs every ``kernel(q, k, v, heads, causal)`` of the kit
+    must refuse (and one it must accept), each a mistake that would otherwise read memory
+    wrongly or silently compute something else."""
+    q = torch.randn(1, 8, 256, device="cuda")
+    expect_accepted("valid q, k, v (8 tokens, 2 heads)", kernel, q, q, q, 2, False)
+    cases = {
+        "float64": ((q.double(),) * 3, 2),
+        "cpu": ((q.cpu(),) * 3, 2),
+        "non-contiguous": ((torch.randn(2, 8, 256, device="cuda").transpose(0, 1),) * 3, 2),
+        "head_dim > 128": ((q,) * 3, 1),
+        "heads do not divide hidden": ((q,) * 3, 3),
+        "shapes differ": ((q, q[:, :4].contiguous(), q), 2),
+    }
+    for what, (tensors, heads) in cases.items():
+        expect_refused(what, kernel, *tensors, heads, False)
 
 
 # ---------------------------------------------------------------- calls made where the kernels run

@@ -15,17 +15,13 @@ from torch import nn
 from harness.shapes import check_heads, check_hidden_states
 
 EXTENSION = "custom_self_attention"
-_extension = None
 
 
 def extension():
-    """The compiled extension (built on first use, then cached)."""
-    global _extension
-    if _extension is None:
-        from harness.build import load_extension
+    """The compiled extension (built on first use, then cached for this process)."""
+    from harness.build import extension as built
 
-        _extension = load_extension(EXTENSION)
-    return _extension
+    return built(EXTENSION)
 
 
 class CustomSelfAttention(nn.Module):

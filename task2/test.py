@@ -25,12 +25,14 @@ import pytest
 import torch
 
 from harness import reference
-from harness.checks import MODULE_DIMS, check_attention_module, poison_free_memory, run_input_checks
+from harness.checks import (
+    MODULE_SHAPES, check_attention_core, check_attention_module, core_id, module_id, poison_free_memory,
+    run_input_checks,
+)
 from harness.compare import assert_close, strict_float32
 from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import randn
-from harness.integrity import assert_own_kernel
 from harness.remote import on_worker
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
@@ -154,54 +156,12 @@ ATTENTION_CASES = [
 ]
 
 
-def _attn_id(case):
-    return "B{}-S{}-heads{}-d{}".format(*case)
-
-
-def attention_problem(case, tag: str):
-    """q, k, v [B, S, heads*head_dim] and the float64 / PyTorch-float32 results."""
-    b, s, heads, d = case
-    q, k, v = (randn(b, s, heads * d, tag=f"{tag}/{n}", device=DEVICE) for n in "qkv")
-    return q, k, v
-
-
-def attention_references(q, k, v, heads: int, causal: bool):
-    qh, kh, vh = (reference.split_heads(t, heads) for t in (q, k, v))
-    ref = reference.merge_heads(reference.attention(qh, kh, vh, causal))
-    with strict_float32():
-        t32 = reference.merge_heads(reference.attention(qh, kh, vh, causal, dtype=torch.float32))
-    return ref, t32
-
-
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("case", ATTENTION_CASES, ids=_attn_id)
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=core_id)
 def test_attention_core(case, causal, record):
-    b, s, heads, d = case
-    q, k, v = attention_problem(case, f"task2/attention/{_attn_id(case)}")
-    _poison(q.numel() * 4)
-    out = assert_own_kernel(
-        _ext().custom_attention, q, k, v, heads, causal, what="custom_attention"
-    )
-    ref, t32 = attention_references(q, k, v, heads, causal)
-    report = assert_close(
-        out, ref, t32, what="custom_attention", dims=MODULE_DIMS,
-        context=dict(B=b, S=s, heads=heads, head_dim=d, causal=causal),
-    )
+    report = check_attention_core(_ext().custom_attention, "custom_attention", case, causal,
+                                  tag=f"task2/attention/{core_id(case)}", device=DEVICE)
     record("error", **report.as_dict())
-
-
-# (batch, seq_len, hidden, num_heads)
-MODULE_SHAPES = [
-    (1, 1, 64, 2),
-    (2, 7, 64, 4),
-    (2, 129, 256, 2),
-    (3, 64, 512, 8),
-    (1, 300, 96, 3),
-]
-
-
-def _module_id(shape):
-    return "B{}-S{}-H{}-heads{}".format(*shape)
 
 
 def _module(*args):
@@ -210,12 +170,12 @@ def _module(*args):
 
 @pytest.mark.parametrize("against", ["float64", "nn.MultiheadAttention"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", MODULE_SHAPES, ids=_module_id)
+@pytest.mark.parametrize("shape", MODULE_SHAPES, ids=module_id)
 def test_module(shape, causal, against, record):
     b, s, h, n = shape
     report = check_attention_module(
         _module, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal, device=DEVICE,
-        tag=f"task2/module/{_module_id(shape)}/{causal}", against=against,
+        tag=f"task2/module/{module_id(shape)}/{causal}", against=against,
         what="CustomSelfAttention",
     )
     record("error", **report.as_dict())
@@ -224,25 +184,15 @@ def test_module(shape, causal, against, record):
 # ---------------------------------------------------------------- input checks (provided code)
 _BAD_INPUTS_SCRIPT = """
 import torch
-from harness.checks import expect_accepted, expect_refused
+from harness.checks import expect_accepted, expect_attention_input_checks, expect_refused
 from harness.impl import load_module
 
 ext = load_module("task2.attention").extension()
+expect_attention_input_checks(ext.custom_attention)
 q = torch.randn(1, 8, 256, device="cuda")
-expect_accepted("valid q, k, v (8 tokens, 2 heads)", ext.custom_attention, q, q, q, 2, False)
 expect_accepted("valid GEMM [2, 3, 4] x [2, 4, 6]", ext.test_batched_GEMM_NN,
                 torch.randn(2, 3, 4, device="cuda"), torch.randn(2, 4, 6, device="cuda"))
 expect_accepted("valid softmax over the last dim", ext.test_batched_softmax, q, 2)
-cases = {
-    "float64": ((q.double(),) * 3, 2),
-    "cpu": ((q.cpu(),) * 3, 2),
-    "non-contiguous": ((torch.randn(2, 8, 256, device="cuda").transpose(0, 1),) * 3, 2),
-    "head_dim > 128": ((q,) * 3, 1),
-    "heads do not divide hidden": ((q,) * 3, 3),
-    "shapes differ": ((q, q[:, :4].contiguous(), q), 2),
-}
-for what, (tensors, heads) in cases.items():
-    expect_refused(what, ext.custom_attention, *tensors, heads, False)
 expect_refused("GEMM with mismatched inner sizes", ext.test_batched_GEMM_NN,
                torch.randn(2, 3, 4, device="cuda"), torch.randn(2, 5, 6, device="cuda"))
 expect_refused("softmax dim out of range", ext.test_batched_softmax, q, 3)

@@ -32,10 +32,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import reference
 from harness.checks import (
-    LARGE_SCORES_STD, MODULE_DIMS, check_attention_module, first_item_of, mha_forward, nn_multihead_attention, poison_free_memory,
-    run_input_checks, sdpa_core,
+    LARGE_SCORES_STD, MODULE_DIMS, MODULE_SHAPES, attention_references, check_attention_core, check_attention_module,
+    core_id, first_item_of, mha_forward, module_id, nn_multihead_attention, run_input_checks,
+    sdpa_core,
 )
 from harness.compare import assert_close, strict_float32
 from harness.device import requires_cuda
@@ -58,11 +58,6 @@ def _ext():
     return _attention_module().extension()
 
 
-def _poison(nbytes: int) -> None:
-    """Leave NaN in the free memory of the process that runs the kernel, so an output it never writes fails."""
-    on_worker(poison_free_memory)(nbytes, DEVICE)
-
-
 # ---------------------------------------------------------------- correctness
 # (batch, seq_len, num_heads, head_dim)
 CORE_CASES = [
@@ -79,14 +74,12 @@ CORE_CASES = [
 ]
 
 
-def _core_id(case):
-    return "B{}-S{}-heads{}-d{}".format(*case)
-
-
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("case", CORE_CASES, ids=_core_id)
+@pytest.mark.parametrize("case", CORE_CASES, ids=core_id)
 def test_attention_core(case, causal, record):
-    _check_core(case, causal, record, tag=f"task4/core/{_core_id(case)}")
+    report = check_attention_core(_ext().custom_flash_attention, "custom_flash_attention", case, causal,
+                                  tag=f"task4/core/{core_id(case)}", device=DEVICE)
+    record("error", **report.as_dict())
 
 
 # Scores of about a hundred (q and k drawn with this standard deviation): exp of such a score
@@ -95,43 +88,17 @@ LARGE_SCORE_CASES = [(2, 129, 2, 64), (1, 1000, 2, 128)]
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("case", LARGE_SCORE_CASES, ids=_core_id)
+@pytest.mark.parametrize("case", LARGE_SCORE_CASES, ids=core_id)
 def test_attention_core_large_scores(case, causal, record):
-    _check_core(case, causal, record, tag=f"task4/core-large/{_core_id(case)}", std=LARGE_SCORES_STD,
-                what="custom_flash_attention with large scores (a NaN or inf here means exp ran on a score "
-                "without the running maximum subtracted)")
-
-
-def _check_core(case, causal, record, *, tag: str, std: float = 1.0, what: str = "custom_flash_attention"):
-    b, s, heads, d = case
-    q, k = (randn(b, s, heads * d, tag=f"{tag}/{n}", device=DEVICE, std=std) for n in "qk")
-    v = randn(b, s, heads * d, tag=f"{tag}/v", device=DEVICE)
-    _poison(q.numel() * 4)
-    out = assert_own_kernel(
-        _ext().custom_flash_attention, q, k, v, heads, causal, what="custom_flash_attention"
-    )
-    qh, kh, vh = (reference.split_heads(t, heads) for t in (q, k, v))
-    ref = reference.merge_heads(reference.attention(qh, kh, vh, causal))
-    with strict_float32():
-        t32 = reference.merge_heads(reference.attention(qh, kh, vh, causal, dtype=torch.float32))
-    context = dict(B=b, S=s, heads=heads, head_dim=d, causal=causal, **({"std": std} if std != 1.0 else {}))
-    report = assert_close(out, ref, t32, what=what, dims=MODULE_DIMS, context=context)
+    report = check_attention_core(
+        _ext().custom_flash_attention, "custom_flash_attention with large scores", case, causal,
+        tag=f"task4/core-large/{core_id(case)}", device=DEVICE, std=LARGE_SCORES_STD,
+        hint="a NaN or inf here means exp ran on a score without the running maximum subtracted")
     record("error", **report.as_dict())
 
 
-# (batch, seq_len, hidden, num_heads)
-MODULE_SHAPES = [
-    (1, 1, 64, 2),
-    (2, 7, 64, 4),
-    (2, 129, 256, 2),
-    (3, 64, 512, 8),
-    (1, 300, 96, 3),
-    (1, 1000, 1024, 8),
-]
-
-
-def _module_id(shape):
-    return "B{}-S{}-H{}-heads{}".format(*shape)
+#: The shared module grid, and one long sequence with eight heads of 128.
+MODULE_SHAPES = [*MODULE_SHAPES, (1, 1000, 1024, 8)]
 
 
 def _module(*args):
@@ -140,12 +107,12 @@ def _module(*args):
 
 @pytest.mark.parametrize("against", ["float64", "nn.MultiheadAttention"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", MODULE_SHAPES, ids=_module_id)
+@pytest.mark.parametrize("shape", MODULE_SHAPES, ids=module_id)
 def test_module(shape, causal, against, record):
     b, s, h, n = shape
     report = check_attention_module(
         _module, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal, device=DEVICE,
-        tag=f"task4/module/{_module_id(shape)}/{causal}", against=against,
+        tag=f"task4/module/{module_id(shape)}/{causal}", against=against,
         what="CustomFlashAttention",
     )
     record("error", **report.as_dict())
@@ -153,22 +120,10 @@ def test_module(shape, causal, against, record):
 
 _BAD_INPUTS_SCRIPT = """
 import torch
-from harness.checks import expect_accepted, expect_refused
+from harness.checks import expect_attention_input_checks
 from harness.impl import load_module
 
-ext = load_module("task4.attention").extension()
-q = torch.randn(1, 8, 256, device="cuda")
-expect_accepted("valid q, k, v (8 tokens, 2 heads)", ext.custom_flash_attention, q, q, q, 2, False)
-cases = {
-    "float64": ((q.double(),) * 3, 2),
-    "cpu": ((q.cpu(),) * 3, 2),
-    "non-contiguous": ((torch.randn(2, 8, 256, device="cuda").transpose(0, 1),) * 3, 2),
-    "head_dim > 128": ((q,) * 3, 1),
-    "heads do not divide hidden": ((q,) * 3, 3),
-    "shapes differ": ((q, q[:, :4].contiguous(), q), 2),
-}
-for what, (tensors, heads) in cases.items():
-    expect_refused(what, ext.custom_flash_attention, *tensors, heads, False)
+expect_attention_input_checks(load_module("task4.attention").extension().custom_flash_attention)
 """
 
 
@@ -259,11 +214,8 @@ def test_core_speed(cfg, record):
     # float64 (the first batch item: a fast kernel must still be a right one).
     with torch.no_grad():
         out = on_worker(first_item_of)(ext.custom_flash_attention, *sets[0], HEADS, causal)
-    q1, k1, v1 = (reference.split_heads(t[:1], HEADS) for t in own)
+    ref, t32 = attention_references(*(t[:1] for t in own), HEADS, causal)
     del own
-    ref = reference.merge_heads(reference.attention(q1, k1, v1, causal))
-    with strict_float32():
-        t32 = reference.merge_heads(reference.attention(q1, k1, v1, causal, dtype=torch.float32))
     recheck = assert_close(out, ref, t32, what="timed output (batch item 0)", dims=MODULE_DIMS,
                            context=dict(B=b, S=s, causal=causal))
     del out, ref, t32

@@ -35,7 +35,7 @@ ENABLE_ENV = "ATTN_KIT_DECODE_LINEAR"
 #: Most rows (batch x new tokens) the kernel takes; larger inputs are a prefill.
 MAX_ROWS = 8
 
-_state = {"enabled": os.environ.get(ENABLE_ENV, "1") != "0", "ext": None}
+_state = {"enabled": os.environ.get(ENABLE_ENV, "1") != "0"}
 
 
 def set_enabled(enabled: bool) -> bool:
@@ -47,11 +47,9 @@ def set_enabled(enabled: bool) -> bool:
 
 def extension():
     """The compiled ``decode_linear`` extension (built on first use, like the tasks' kernels)."""
-    if _state["ext"] is None:
-        from harness.build import load_extension
+    from harness.build import extension as built
 
-        _state["ext"] = load_extension("decode_linear")
-    return _state["ext"]
+    return built("decode_linear")
 
 
 def _aligned(t: torch.Tensor) -> bool:
