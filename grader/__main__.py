@@ -232,7 +232,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_gradescope(args) -> int:
-    from .gradescope import build_bundle
+    from .gradescope_bundle import build_bundle
 
     build_bundle(args.out_zip, args.tasks)
     return EXIT_OK

@@ -45,18 +45,11 @@ from harness.compare import CheckFailed, assert_close, strict_float32
 from harness.device import DEVICES, requires_cuda
 from harness.inputs import generator, seed_for
 from harness.remote import bound, is_judge, kept, on_worker
-from harness.timing import Timing, bind_tail, compare_speed, compare_steps, copy_bandwidth
+from harness.timing import bind_tail, compare_speed, compare_steps, copy_bandwidth
 from task6.transformer import ReferenceAttention, model_step, run_model, seeded_model
+from task6.workload import CONFIGS, DEVICE, build_model, decode_linear_run, prompt_tokens, weight_bytes
 
-DEVICE = "cuda"
 CONFIG_ENV = "ATTN_KIT_TASK6_CONFIG"
-
-#: Model and run sizes. "published" is the original assignment's configuration.
-CONFIGS = {
-    "published": dict(batch=4, prompt=1024, hidden=4096, heads=32, layers=24, vocab=8192, steps=100),
-    "medium": dict(batch=4, prompt=1024, hidden=2048, heads=16, layers=12, vocab=8192, steps=100),
-    "small": dict(batch=4, prompt=256, hidden=1024, heads=8, layers=4, vocab=8192, steps=100),
-}
 
 
 def config_name() -> str:
@@ -64,12 +57,6 @@ def config_name() -> str:
     if name not in CONFIGS:
         raise ValueError(f"{CONFIG_ENV}={name!r}: choose one of {sorted(CONFIGS)}")
     return name
-
-
-def build_model(cfg: dict, tag: str, device=DEVICE, max_seq_len: int | None = None, attention_cls=None):
-    """The model (your attention, or ``attention_cls``) with weights drawn from the run's seed and ``tag``."""
-    return seeded_model(cfg["hidden"], cfg["heads"], cfg["layers"], cfg["vocab"],
-                        max_seq_len or cfg["prompt"] + cfg["steps"], seed_for(tag), device, attention_cls)
 
 
 def models(cfg: dict, tag: str):
@@ -82,25 +69,6 @@ def models(cfg: dict, tag: str):
     yours = on_worker(seeded_model)(cfg["hidden"], cfg["heads"], cfg["layers"], cfg["vocab"],
                                     cfg["prompt"] + cfg["steps"], seed_for(tag), DEVICE)
     return yours, build_model(cfg, tag, attention_cls=ReferenceAttention)
-
-
-def weight_bytes(cfg: dict) -> int:
-    h, v, n = cfg["hidden"], cfg["vocab"], cfg["layers"]
-    per_layer = 4 * h * h + 12 * h * h + 4 * h  # attention, SwiGLU (gate, up, down), 2 LayerNorms
-    return 4 * (2 * v * h + n * per_layer + 2 * h)
-
-
-def prompt_tokens(cfg: dict, tag: str, device=DEVICE) -> torch.Tensor:
-    gen = generator(tag, device)
-    return torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["prompt"]), generator=gen, device=device)
-
-
-def timing_of(samples: list[float]) -> Timing:
-    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
-    return Timing(
-        median_ms=statistics.median(samples), p25_ms=q[0], p75_ms=q[2], min_ms=min(samples),
-        max_ms=max(samples), reps=len(samples), clock="CUDA events", l2_flushed=False, input_sets=1,
-    )
 
 
 # ------------------------------------------------------------------ RoPE (provided; CPU and GPU)
@@ -131,46 +99,6 @@ DECODE_LINEAR_CASES = [
     ("qkv_rope", 1, 8, 4), ("qkv_rope", 3, 128, 516), ("qkv_rope", 8, 512, 4100),
     ("layer_norm", 1, 4, 4), ("layer_norm", 3, 100, 100), ("layer_norm", 8, 4100, 4100), ("layer_norm", 4, 8192, 8192),
 ]
-
-
-def decode_linear_run(op: str, m: int, out: int, k: int, tag: str, device=DEVICE, sets: int = 1):
-    """Random inputs for one provided decode op and a function of them.
-
-    Returns ``(fn, input_sets, weight_bytes)``; ``fn(x, w, residual)`` computes the op
-    with whatever dtype it is given (float64 inputs take the plain-PyTorch path).
-    For ``layer_norm`` (``out == k``), ``w`` is the scale; the shift is fixed.
-    """
-    from task6 import decode_linear as dl
-    from task6.rope import rope_table
-
-    gen = generator(tag, device)
-    if op == "layer_norm":
-        w = 1 + 0.1 * torch.randn(k, generator=gen, device=device)
-        shift = 0.1 * torch.randn(k, generator=gen, device=device)
-    else:
-        rows = {"linear": out, "swiglu": 2 * out, "qkv_rope": 3 * out}[op]
-        w = torch.randn(rows, k, generator=gen, device=device) / k**0.5
-    heads = max(1, out // 64)
-    table = rope_table(out // heads, 4096, device=device) if op == "qkv_rope" else None
-    pos = 4096 - m  # the table's last rows: large angles
-
-    def fn(x, w, residual):
-        if op == "linear":
-            return dl.linear(x, w, residual)
-        if op == "swiglu":
-            return dl.swiglu(x, w)
-        if op == "layer_norm":
-            return dl.layer_norm(x, w, shift.to(w.dtype), 1e-5)
-        return torch.cat(dl.qkv_rope(x[:, None], w, table, pos, heads), -1)[:, 0]  # each row its own sequence
-
-    inputs = []
-    for _ in range(sets):
-        x = torch.randn(m, k, generator=gen, device=device)
-        if op == "layer_norm":
-            x = 3 + 2 * x  # an offset and a scale that the normalisation must remove
-        residual = torch.randn(m, out, generator=gen, device=device) if op == "linear" and m % 2 else None
-        inputs.append((x, w, residual))
-    return fn, inputs, w.numel() * 4
 
 
 @requires_cuda

@@ -34,7 +34,7 @@ exactly the strided cache the decode kernel reads in place.
 The mask: a name transformers has no mask function for gets ``attention_mask=None``
 (masking_utils: "custom attention without equivalent mask creation"), so the
 kernels apply the causal mask themselves. Padding is not supported: every
-prompt of a batch has the same length (``task7.common`` cuts them so).
+prompt of a batch has the same length (``task7.prompts`` cuts them so).
 
 GPT-2's softmax scale is ``1/sqrt(head_dim)`` (``scale_attn_weights``), which the
 kernels use; another scale (``scale_attn_by_inverse_layer_idx``) is folded into q.

@@ -32,7 +32,7 @@ the longest that leaves room for the new tokens in the context) and batch size
 both paths, and whether your path agrees with transformers' attention
 (``python -m task7.inference_ref`` alone): same greedy tokens, and logits
 within the kit's tolerance at every step, teacher-forced on the same tokens
-(``task7/common.py`` explains the rule). The last line is the VERDICT.
+(``task7/verdict.py`` explains the rule). The last line is the VERDICT.
 Exit status: 0 agree, 1 differ, 2 cannot run (no GPU, no model, build failure).
 
 ``--stand-in`` runs the same plumbing with a plain-PyTorch stand-in for the
@@ -49,13 +49,13 @@ import torch
 
 from harness.device import NO_CUDA_REASON
 
-from . import common
+from . import check, cli, generation, loading, prompts
 from .attention import ATTN_NAME, STAND_IN_NAME, cuda_kernels, register, torch_stand_in
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m task7.inference", description=__doc__.split("\n\n")[0])
-    common.add_arguments(parser)
+    cli.add_arguments(parser)
     parser.add_argument("--stand-in", action="store_true",
                         help="use a plain-PyTorch stand-in for the kernels (runs on a CPU too; not a check of your kernels)")
     args = parser.parse_args(argv)
@@ -83,35 +83,35 @@ def main(argv=None) -> int:
             return 2
     register(kernels, name)
     try:
-        model, tokenizer, what = common.load(args.model, attn_implementation=common.REFERENCE_ATTENTION, device=device)
-        cases = common.parse_cases(args, model, tokenizer)
-    except common.ModelNotFound as err:
+        model, tokenizer, what = loading.load(args.model, attn_implementation=loading.REFERENCE_ATTENTION, device=device)
+        cases = cli.parse_cases(args, model, tokenizer)
+    except loading.ModelNotFound as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    sample = common.sample_options(args)
+    sample = cli.sample_options(args)
     print(f"model: {what}")
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
     print(f"{'stand-in' if args.stand_in else 'your'} path: attn_implementation='{name}' ({kernels.label}) "
           "with KernelKVCache (update_kv_cache)")
-    print(f"reference: attn_implementation='{common.REFERENCE_ATTENTION}' (transformers) with its dynamic cache; "
+    print(f"reference: attn_implementation='{loading.REFERENCE_ATTENTION}' (transformers) with its dynamic cache; "
           "float64 copy of it for the tolerance")
     mode = f"sampled (temperature {args.temperature}, top-k {args.top_k}, seed {args.seed})" if sample else "greedy"
     print(f"generation: model.generate(), {args.new_tokens} new tokens; text shown: {mode}; verdict: greedy\n")
 
     # Warm-up (builds nothing new, but loads cuBLAS, the kernels, the allocator) on both paths.
-    warm = common.make_prompts(tokenizer, 8, 1, prompt=args.prompt).to(device)
-    common.generate(model, warm, 2)
+    warm = prompts.make_prompts(tokenizer, 8, 1, prompt=args.prompt).to(device)
+    generation.generate(model, warm, 2)
     model.set_attn_implementation(name)
-    common.generate(model, warm, 2, cache=KernelKVCache(model.config, 10, kernels))
-    model.set_attn_implementation(common.REFERENCE_ATTENTION)
+    generation.generate(model, warm, 2, cache=KernelKVCache(model.config, 10, kernels))
+    model.set_attn_implementation(loading.REFERENCE_ATTENTION)
     model64 = copy.deepcopy(model).to(torch.float64)
 
     results = []
     for length, batch in cases:
-        prompt = common.make_prompts(tokenizer, length, batch, prompt=args.prompt).to(device)
-        label = f"{common.describe_prompt_len(length)}, batch {batch}"
+        prompt = prompts.make_prompts(tokenizer, length, batch, prompt=args.prompt).to(device)
+        label = f"{prompts.describe_prompt_len(length)}, batch {batch}"
         try:
-            case = common.run_case(model, kernels, name, prompt, args.new_tokens, label=label, model64=model64,
+            case = check.run_case(model, kernels, name, prompt, args.new_tokens, label=label, model64=model64,
                                    sample=sample, seed=args.seed)
         except (NotImplementedError, RuntimeError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -120,21 +120,21 @@ def main(argv=None) -> int:
                   "python -m task5.test)")
             return 1
         results.append((length, case))
-        print("\n".join(common.format_case(case, "the stand-in" if args.stand_in else "your kernels")), flush=True)
+        print("\n".join(check.format_case(case, "the stand-in" if args.stand_in else "your kernels")), flush=True)
         print()
 
     print("=" * 78)
     print("Generated text (sequence 0 of each case; your kernels' path)")
-    print(f"{common.GENERATED_MARK} marks where the prompt ends and the model's text begins")
+    print(f"{cli.GENERATED_MARK} marks where the prompt ends and the model's text begins")
     print("=" * 78)
     for length, case in results:
         ours, ref = case.display["kernels"][0], case.display["reference"][0]
         same = torch.equal(ours.cpu(), ref.cpu())
         print(f"--- {case.label} ({'identical on both paths' if same else 'DIFFERS from the reference path'}):")
-        print(common.text_block(tokenizer, case.prompt[0], ours, full_prompt=length == "short"))
+        print(cli.text_block(tokenizer, case.prompt[0], ours, full_prompt=length == "short"))
         if not same:
             print(f"--- {case.label}, reference path:")
-            print(common.text_block(tokenizer, case.prompt[0], ref, full_prompt=length == "short"))
+            print(cli.text_block(tokenizer, case.prompt[0], ref, full_prompt=length == "short"))
         print()
     first = next((c for length, c in results if length == "short" and c.batch == 1), results[0][1])
     if args.stand_in:  # Results.md asks for what the student's kernels generate, on a GPU
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     else:
         print(f"Results.md, Task 7: paste this between the fences ({first.label}, {mode}):")
         print("```text")
-        print(common.text_block(tokenizer, first.prompt[0], first.display["kernels"][0], full_prompt=True).rstrip("\n"))
+        print(cli.text_block(tokenizer, first.prompt[0], first.display["kernels"][0], full_prompt=True).rstrip("\n"))
         print("```\n")
 
     print(f"{'case':<40} {'prefill tok/s ref':>18} {'yours':>10} {'decode tok/s ref':>17} {'yours':>10}  verdict")

@@ -14,37 +14,37 @@ import sys
 
 import torch
 
-from . import common
+from . import cli, generation, loading, prompts
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m task7.inference_ref", description=__doc__.split("\n\n")[0])
-    common.add_arguments(parser)
+    cli.add_arguments(parser)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     args = parser.parse_args(argv)
     if args.model is None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # the default model never needs the network (set before transformers loads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        model, tokenizer, what = common.load(args.model, attn_implementation=common.REFERENCE_ATTENTION, device=device)
-        cases = common.parse_cases(args, model, tokenizer)
-    except common.ModelNotFound as err:
+        model, tokenizer, what = loading.load(args.model, attn_implementation=loading.REFERENCE_ATTENTION, device=device)
+        cases = cli.parse_cases(args, model, tokenizer)
+    except loading.ModelNotFound as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"model: {what}")
-    print(f"attention: transformers' '{common.REFERENCE_ATTENTION}' with its dynamic KV cache, on {device}")
-    sample = common.sample_options(args)
+    print(f"attention: transformers' '{loading.REFERENCE_ATTENTION}' with its dynamic KV cache, on {device}")
+    sample = cli.sample_options(args)
     mode = f"sampled (temperature {args.temperature}, top-k {args.top_k}, seed {args.seed})" if sample else "greedy"
     print(f"generation: model.generate(), {args.new_tokens} new tokens, {mode}\n")
-    common.generate(model, common.make_prompts(tokenizer, 8, 1, prompt=args.prompt).to(device), 2)  # warm-up
+    generation.generate(model, prompts.make_prompts(tokenizer, 8, 1, prompt=args.prompt).to(device), 2)  # warm-up
     rows = []
     for length, batch in cases:
-        prompt = common.make_prompts(tokenizer, length, batch, prompt=args.prompt).to(device)
-        gen = common.generate(model, prompt, args.new_tokens, sample=sample, seed=args.seed)
-        label = f"{common.describe_prompt_len(length)}, batch {batch}"
+        prompt = prompts.make_prompts(tokenizer, length, batch, prompt=args.prompt).to(device)
+        gen = generation.generate(model, prompt, args.new_tokens, sample=sample, seed=args.seed)
+        label = f"{prompts.describe_prompt_len(length)}, batch {batch}"
         rows.append((label, prompt.shape[1], gen))
         print(f"--- {label} (prompt {prompt.shape[1]} tokens; sequence 0 of {batch}):")
-        print(common.text_block(tokenizer, prompt[0], gen.tokens[0], full_prompt=length == "short"))
+        print(cli.text_block(tokenizer, prompt[0], gen.tokens[0], full_prompt=length == "short"))
         print()
     print(f"{'case':<40} {'prefill tokens/s':>17} {'decode tokens/s':>16}")
     for label, _, gen in rows:

@@ -9,7 +9,7 @@ verdict with the generated text). What is checked:
   transformers' "sdpa" attention; the greedy tokens must agree and the logits
   must agree at every step within the kit's tolerance (teacher-forced on the
   same tokens; the float32 reference path's own distance from float64 sets the
-  allowance, see task7/common.py). The test also checks that generate() really
+  allowance, see task7/verdict.py). The test also checks that generate() really
   called your kernels (one prefill, then one decode and one cache update per
   layer and step).
 * CPU: the shipped model and tokenizer load with no network; their loss on a
@@ -34,11 +34,11 @@ import torch
 from harness.compare import CheckFailed
 from harness.device import requires_cuda
 from harness.tasks import REPO_ROOT
-from task7 import common
+from task7 import check, cli, generation, loading, prompts, verdict
 from task7.attention import ATTN_NAME, STAND_IN_NAME, Kernels, register, torch_stand_in
 from task7.kv_cache import KernelKVCache
 
-_MODEL_PROBLEM = common.default_model_problem()
+_MODEL_PROBLEM = loading.default_model_problem()
 requires_model = pytest.mark.skipif(_MODEL_PROBLEM is not None, reason=f"needs the trained model: {_MODEL_PROBLEM}")
 #: How far above the recorded validation loss a held-out passage's loss may be.
 HELDOUT_LOSS_MARGIN = 0.3
@@ -51,7 +51,7 @@ def _pythonpath() -> str:
 
 
 def _metrics() -> dict:
-    return json.loads(common.METRICS_FILE.read_text())
+    return json.loads(loading.METRICS_FILE.read_text())
 
 
 # ------------------------------------------------------------------ CPU: the shipped model
@@ -61,10 +61,10 @@ def test_default_model_loads_offline(record, tmp_path):
     code = (
         "import json, torch\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        f"path = {str(common.DEFAULT_MODEL_DIR)!r}\n"
+        f"path = {str(loading.DEFAULT_MODEL_DIR)!r}\n"
         "tok = AutoTokenizer.from_pretrained(path)\n"
         "model = AutoModelForCausalLM.from_pretrained(path)\n"
-        "from task7.common import load\n"
+        "from task7.loading import load\n"
         "load()\n"
         "c = model.config\n"
         "print(json.dumps(dict(cls=type(model).__name__, model_type=c.model_type, n_embd=c.n_embd, n_head=c.n_head,\n"
@@ -78,7 +78,7 @@ def test_default_model_loads_offline(record, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
     assert proc.returncode == 0, f"loading task7/model offline failed:\n{proc.stderr[-3000:]}"
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    size = (common.DEFAULT_MODEL_DIR / common.WEIGHTS_FILE).stat().st_size
+    size = (loading.DEFAULT_MODEL_DIR / loading.WEIGHTS_FILE).stat().st_size
     record("default_model", **info, safetensors_bytes=size)
     assert info["cls"] == "GPT2LMHeadModel" and info["model_type"] == "gpt2"
     assert info["n_embd"] // info["n_head"] == 64, "head_dim must be 64, like GPT-2"
@@ -92,8 +92,8 @@ def test_default_model_loads_offline(record, tmp_path):
 @requires_model
 def test_heldout_loss_matches_training(record):
     """The loss on passages of The Tempest (never trained on) is near the recorded validation loss."""
-    model, tok, _ = common.load(device="cpu")
-    text = common.heldout_text()
+    model, tok, _ = loading.load(device="cpu")
+    text = prompts.heldout_text()
     ctx = min(1024, model.config.n_positions)
     ids = torch.tensor(tok(text, add_special_tokens=False)["input_ids"])
     starts = [int(i * (len(ids) - ctx - 1) / 3) for i in range(4)]
@@ -118,13 +118,13 @@ def test_heldout_loss_matches_training(record):
 @requires_model
 def test_reference_generates(record):
     """transformers' own path generates, greedily and deterministically, from the default prompt."""
-    model, tok, _ = common.load(device="cpu")
-    prompt = common.make_prompts(tok, "short", 2)
-    first = common.generate(model, prompt, 12)
-    again = common.generate(model, prompt, 12)
+    model, tok, _ = loading.load(device="cpu")
+    prompt = prompts.make_prompts(tok, "short", 2)
+    first = generation.generate(model, prompt, 12)
+    again = generation.generate(model, prompt, 12)
     assert first.tokens.shape == (2, 12)
     assert torch.equal(first.tokens, again.tokens), "greedy generation is not deterministic"
-    text = common.decode_text(tok, first.tokens[0])
+    text = cli.decode_text(tok, first.tokens[0])
     record("reference_text", text=text)
     assert text.strip(), "the reference path generated only whitespace"
 
@@ -141,13 +141,13 @@ def test_prompts_equal_lengths():
     text = "THE PLAY\n\nACT 1\n\n" + "".join(f"SPEAKER {i}.\nLine number {i} of the play.\n\n" for i in range(300))
     tok = _CharTokenizer()
     for length, batch in (("short", 1), ("short", 4), (128, 1), (128, 4), (2000, 3)):
-        p = common.make_prompts(tok, length, batch, text=text, prompt="Ham.\nTo be\n")
+        p = prompts.make_prompts(tok, length, batch, text=text, prompt="Ham.\nTo be\n")
         n = len("Ham.\nTo be\n") if length == "short" else length
         assert p.shape == (batch, n)
         if batch > 1:
             assert len({tuple(r.tolist()) for r in p}) == batch, "rows of a batch must differ"
-    assert common.prompt_lengths(("short", 128, 256, 1024, "max"), 2048, 64, 17) == ["short", 128, 256, 1024, 1984]
-    assert common.prompt_lengths(("short", 128, 256, 1024, "max"), 1024, 64, 17) == ["short", 128, 256, 960]
+    assert prompts.prompt_lengths(("short", 128, 256, 1024, "max"), 2048, 64, 17) == ["short", 128, 256, 1024, 1984]
+    assert prompts.prompt_lengths(("short", 128, 256, 1024, "max"), 1024, 64, 17) == ["short", 128, 256, 960]
 
 
 # ------------------------------------------------------------------ CPU: the plumbing, tiny GPT-2, stand-in kernels
@@ -159,7 +159,7 @@ def _tiny_gpt2(seed: int, **overrides):
                pad_token_id=0)
     cfg.update(overrides)
     model = GPT2LMHeadModel(GPT2Config(**cfg)).eval().requires_grad_(False)
-    model.set_attn_implementation(common.REFERENCE_ATTENTION)
+    model.set_attn_implementation(loading.REFERENCE_ATTENTION)
     return model
 
 
@@ -196,7 +196,7 @@ def test_plumbing_with_stand_in(prompt_len, batch, record):
     name = register(spy.kernels, STAND_IN_NAME)
     gen = torch.Generator().manual_seed(prompt_len)
     prompt = torch.randint(1, 97, (batch, prompt_len), generator=gen)
-    case = common.run_case(model, spy.kernels, name, prompt, 6, label="tiny", nan_fill=True)
+    case = check.run_case(model, spy.kernels, name, prompt, 6, label="tiny", nan_fill=True)
     record("plumbing", **case.verdict.as_dict(), calls=case.kernel_calls)
     assert case.passed, "\n".join(case.verdict.failures)
     assert case.verdict.tokens_agree == batch * 6
@@ -217,12 +217,12 @@ def test_kernel_cache_matches_dynamic_cache():
     model.set_attn_implementation("eager")
     prompt = torch.randint(1, 97, (2, 9), generator=torch.Generator().manual_seed(5))
     forced = torch.randint(1, 97, (2, 5), generator=torch.Generator().manual_seed(6))
-    ref = common.teacher_forced(model, prompt, forced)
-    ours = common.teacher_forced(model, prompt, forced, cache=KernelKVCache(model.config, 14, torch_stand_in(), fill=float("nan")))
+    ref = generation.teacher_forced(model, prompt, forced)
+    ours = generation.teacher_forced(model, prompt, forced, cache=KernelKVCache(model.config, 14, torch_stand_in(), fill=float("nan")))
     torch.testing.assert_close(ours["prefill"], ref["prefill"], rtol=0, atol=1e-6)
     torch.testing.assert_close(ours["steps"], ref["steps"], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="positions"):
-        common.teacher_forced(model, prompt, forced, cache=KernelKVCache(model.config, 12, torch_stand_in()))
+        generation.teacher_forced(model, prompt, forced, cache=KernelKVCache(model.config, 12, torch_stand_in()))
     with pytest.raises(ValueError, match="context"):
         KernelKVCache(model.config, 65, torch_stand_in())
 
@@ -238,7 +238,7 @@ def test_broken_kernels_are_caught():
     kernels = Kernels(flash=base.flash, update_kv_cache=base.update_kv_cache, decode=bad_decode, label="broken")
     name = register(kernels, STAND_IN_NAME + "_broken")
     prompt = torch.randint(1, 97, (2, 10), generator=torch.Generator().manual_seed(3))
-    case = common.run_case(model, kernels, name, prompt, 5, label="broken")
+    case = check.run_case(model, kernels, name, prompt, 5, label="broken")
     assert not case.passed
     d = case.verdict.first_divergence
     assert d is not None and d["step"] == 1 and d["position"] == 10, d
@@ -257,7 +257,7 @@ def _planted(b=2, s=5, n=4, v=11, seed=0):
 
 def test_verdict_clean():
     custom, ref32, ref64, tokens = _planted()
-    v = common.judge(custom, ref32, ref64, tokens.clone(), tokens)
+    v = verdict.judge(custom, ref32, ref64, tokens.clone(), tokens)
     assert v.passed and v.first_divergence is None and v.tokens_agree == v.tokens_total == 8
 
 
@@ -265,7 +265,7 @@ def test_verdict_planted_decode_error():
     custom, ref32, ref64, tokens = _planted()
     custom["steps"][1, 1, 3] += 0.5  # decode step 2, sequence 1
     custom["steps"][0, 2, 0] += 0.5  # a later one
-    v = common.judge(custom, ref32, ref64, tokens.clone(), tokens)
+    v = verdict.judge(custom, ref32, ref64, tokens.clone(), tokens)
     assert not v.passed
     assert v.first_divergence == dict(kind="logits", step=2, sequence=1, position=5 + 1, error=pytest.approx(0.5, rel=1e-3),
                                       allowed=v.steps.allowed)
@@ -275,7 +275,7 @@ def test_verdict_planted_decode_error():
 def test_verdict_planted_prefill_error():
     custom, ref32, ref64, tokens = _planted()
     custom["prefill"][0, 3, 7] -= 0.1
-    v = common.judge(custom, ref32, ref64, tokens.clone(), tokens)
+    v = verdict.judge(custom, ref32, ref64, tokens.clone(), tokens)
     assert not v.passed and v.first_divergence["step"] == 0 and v.first_divergence["position"] == 3
     assert v.first_divergence["sequence"] == 0 and v.steps.passed
 
@@ -283,7 +283,7 @@ def test_verdict_planted_prefill_error():
 def test_verdict_planted_nan():
     custom, ref32, ref64, tokens = _planted()
     custom["steps"][1, 0, 0] = float("nan")
-    v = common.judge(custom, ref32, ref64, tokens.clone(), tokens)
+    v = verdict.judge(custom, ref32, ref64, tokens.clone(), tokens)
     assert not v.passed and v.first_divergence["step"] == 1 and v.first_divergence["sequence"] == 1
 
 
@@ -291,7 +291,7 @@ def test_verdict_planted_token_mismatch():
     custom, ref32, ref64, tokens = _planted()
     ours = tokens.clone()
     ours[0, 2] = (ours[0, 2] + 1) % 11
-    v = common.judge(custom, ref32, ref64, ours, tokens)
+    v = verdict.judge(custom, ref32, ref64, ours, tokens)
     assert not v.passed and v.first_divergence == dict(kind="tokens", step=2, sequence=0, position=5 + 1)
     assert v.tokens_agree == 7
 
@@ -307,15 +307,15 @@ def test_verdict_tie_is_not_a_failure():
     ours = tokens.clone()
     ours[row, t] = second
     ours[row, t + 1 :] = (ours[row, t + 1 :] + 3) % 11  # after the tie the sequences go their own ways
-    v = common.judge(custom, ref32, ref64, ours, tokens)
+    v = verdict.judge(custom, ref32, ref64, ours, tokens)
     assert v.passed, v.failures
     assert v.notes and "tie" in v.notes[0] and f"sequence {row}" in v.notes[0]
 
 
 # ------------------------------------------------------------------ CPU: messages
 def test_missing_model_messages():
-    with pytest.raises(common.ModelNotFound, match="offline default"):
-        common.load("/nonexistent/folder/for/task7")
+    with pytest.raises(loading.ModelNotFound, match="offline default"):
+        loading.load("/nonexistent/folder/for/task7")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=_pythonpath())
     proc = subprocess.run([sys.executable, "-m", "task7.inference_ref", "--model", "nobody-here/not-a-gpt2"],
                           capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
@@ -337,12 +337,12 @@ def _gpu_setup():
         except BuildError as err:
             raise CheckFailed(f"the extension '{err.name}' did not build:\n{err.log[-4000:]}") from err
         name = register(kernels, ATTN_NAME)
-        model, tok, what = common.load(device="cuda")
-        warm = common.make_prompts(tok, 8, 1).cuda()
-        common.generate(model, warm, 2)
+        model, tok, what = loading.load(device="cuda")
+        warm = prompts.make_prompts(tok, 8, 1).cuda()
+        generation.generate(model, warm, 2)
         model.set_attn_implementation(name)
-        common.generate(model, warm, 2, cache=KernelKVCache(model.config, 10, kernels))
-        model.set_attn_implementation(common.REFERENCE_ATTENTION)
+        generation.generate(model, warm, 2, cache=KernelKVCache(model.config, 10, kernels))
+        model.set_attn_implementation(loading.REFERENCE_ATTENTION)
         _gpu.update(kernels=kernels, name=name, model=model, tok=tok, what=what,
                     model64=copy.deepcopy(model).to(torch.float64))
     return _gpu
@@ -351,16 +351,16 @@ def _gpu_setup():
 @requires_cuda
 @requires_model
 @pytest.mark.gpu
-@pytest.mark.parametrize("batch", common.BATCH_SIZES, ids=lambda b: f"B{b}")
-@pytest.mark.parametrize("length", common.PROMPT_LENGTHS, ids=lambda x: f"prompt-{x}")
+@pytest.mark.parametrize("batch", prompts.BATCH_SIZES, ids=lambda b: f"B{b}")
+@pytest.mark.parametrize("length", prompts.PROMPT_LENGTHS, ids=lambda x: f"prompt-{x}")
 def test_verdict(length, batch, record):
     g = _gpu_setup()
     model, tok = g["model"], g["tok"]
-    short_len = len(tok(common.DEFAULT_PROMPT, add_special_tokens=False)["input_ids"])
-    (resolved,) = common.prompt_lengths([length], model.config.n_positions, common.NEW_TOKENS, short_len)
-    prompt = common.make_prompts(tok, resolved, batch).cuda()
-    label = f"{common.describe_prompt_len(resolved)}, batch {batch}"
-    case = common.run_case(model, g["kernels"], g["name"], prompt, common.NEW_TOKENS, label=label, model64=g["model64"])
+    short_len = len(tok(prompts.DEFAULT_PROMPT, add_special_tokens=False)["input_ids"])
+    (resolved,) = prompts.prompt_lengths([length], model.config.n_positions, generation.NEW_TOKENS, short_len)
+    prompt = prompts.make_prompts(tok, resolved, batch).cuda()
+    label = f"{prompts.describe_prompt_len(resolved)}, batch {batch}"
+    case = check.run_case(model, g["kernels"], g["name"], prompt, generation.NEW_TOKENS, label=label, model64=g["model64"])
     v = case.verdict
     record("verdict", **v.as_dict(), case=label, batch=batch, prompt_len=case.prompt_len,
            new_tokens=case.new_tokens, kernel_calls=case.kernel_calls,

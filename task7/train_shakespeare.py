@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     size = (out / "model.safetensors").stat().st_size
 
     # ---- a sample (greedy and sampled) from the default prompt
-    from task7.common import DEFAULT_PROMPT
+    from task7.prompts import DEFAULT_PROMPT
 
     ids = tokenizer(DEFAULT_PROMPT, return_tensors="pt", add_special_tokens=False)["input_ids"]
     samples = {}
