@@ -1,4 +1,10 @@
-"""Loads and checks ``rubric.toml``: the one file that holds every point and threshold."""
+"""Loads and checks ``rubric.toml``: how each task's points are split, and every threshold.
+
+What a task is worth and how long its tests may run are on its entry in
+``harness/tasks.py`` (the manifest); the rubric splits those points over the
+task's checks and speedups, and loading it fails, naming the task, when a task
+of the manifest has no section or its section does not add up to the entry's points.
+"""
 from __future__ import annotations
 
 import sys
@@ -10,9 +16,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from harness.tasks import DEFAULT_TEST_TIMEOUT_S, TASKS
+
 RUBRIC_PATH = Path(__file__).with_name("rubric.toml")
-#: The assignment's points per task; the rubric must add up to these.
-EXPECTED_POINTS = {"task1": 2, "task2": 3, "task3": 3, "task4": 4, "task5": 4, "task6": 3, "task7": 1}
+#: How far a sum of points may be from the manifest's and still agree: parts like 0.75 are
+#: binary fractions, but a sum of tenths is not exact in floating point.
+POINTS_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,8 @@ class TaskRubric:
     points: float
     checks: tuple[Check, ...]
     speedups: tuple[Speedup, ...] = ()
-    test_timeout_s: float = 1200
+    #: The manifest's limit (``Task.test_timeout_s``) unless the rubric file sets its own.
+    test_timeout_s: float = DEFAULT_TEST_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -61,9 +71,6 @@ class Rubric:
     @property
     def total(self) -> float:
         return sum(t.points for t in self.tasks.values())
-
-
-from harness.tasks import TASKS  # noqa: E402
 
 
 class RubricError(ValueError):
@@ -106,15 +113,34 @@ def unknown_names(task: TaskRubric) -> list[str]:
     return bad
 
 
+def _points(value) -> str:
+    return f"{float(value):g} point" + ("" if float(value) == 1 else "s")
+
+
 def load(path: Path = RUBRIC_PATH) -> Rubric:
     data = tomllib.loads(Path(path).read_text())
     grading = data.get("grading", {})
-    default_timeout = float(grading.get("test_timeout_s", 1200))
+    if "test_timeout_s" in grading:  # a stale rubric: its limit would silently not apply
+        raise RubricError(f"{path}: [grading] test_timeout_s is no longer read: a task's test time limit is "
+                          "test_timeout_s on its entry in harness/tasks.py (a task's section may still override it)")
+    sections = {name: spec for name, spec in data.items() if name.startswith("task")}
+    unknown_tasks = sorted(set(sections) - set(TASKS))
+    if unknown_tasks:
+        raise RubricError(f"{path} has sections for {', '.join(unknown_tasks)}, which harness/tasks.py does not "
+                          "define: add the task's entry to TASKS there, or remove the section")
+    missing = [name for name in TASKS if name not in sections]
+    if missing:
+        raise RubricError(f"{path} has no section for {', '.join(missing)} (in harness/tasks.py's TASKS): add "
+                          f"[{missing[0]}] with the checks (and speedups) its {_points(TASKS[missing[0]].points)} "
+                          "are split over")
     tasks = {}
     unknown: list[str] = []  # what the rubric names that no test defines, over every task
-    for name, spec in data.items():
-        if not name.startswith("task"):
-            continue
+    for name, entry in TASKS.items():
+        spec = sections[name]
+        # A section may restate the points; they must be the manifest's, which are what is paid.
+        if "points" in spec and abs(float(spec["points"]) - entry.points) > POINTS_TOLERANCE:
+            raise RubricError(f"{path}: [{name}] says points = {spec['points']}, but harness/tasks.py makes {name} "
+                              f"worth {_points(entry.points)} (the assignment's split): change one of them")
         checks = tuple(
             Check(c["name"], tuple(c["tests"]), float(c["points"]), bool(c.get("all_or_nothing", False)))
             for c in spec.get("checks", [])
@@ -126,12 +152,13 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
             )
             for s in spec.get("speedups", [])
         )
-        task = TaskRubric(name, float(spec["points"]), checks, speedups,
-                          float(spec.get("test_timeout_s", default_timeout)))
-        unknown += [f"{name}: {u}" for u in (unknown_names(task) if name in TASKS else [])]
+        task = TaskRubric(name, float(entry.points), checks, speedups,
+                          float(spec.get("test_timeout_s", entry.test_timeout_s)))
+        unknown += [f"{name}: {u}" for u in unknown_names(task)]
         parts = sum(c.points for c in checks) + sum(s.points for s in speedups)
-        if abs(parts - task.points) > 1e-9:
-            raise RubricError(f"{path}: {name}'s checks and speedups add up to {parts}, not {task.points}")
+        if abs(parts - task.points) > POINTS_TOLERANCE:
+            raise RubricError(f"{path}: {name}'s checks and speedups add up to {parts:g}, not the "
+                              f"{_points(task.points)} harness/tasks.py makes it worth")
         for s in speedups:
             if not (s.zero_at < s.full_at and s.absolute_zero_at < s.absolute_full_at):
                 raise RubricError(f"{path}: {name} speedup '{s.name}': zero_at must be below full_at")
@@ -139,9 +166,6 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
     if unknown:
         raise RubricError(f"{path} names what the tests do not define: {'; '.join(unknown)}. Fix the rubric "
                           "(or the test names): a check no test can pass is points no student can earn.")
-    for name, points in EXPECTED_POINTS.items():
-        if name not in tasks or tasks[name].points != points:
-            raise RubricError(f"{path}: {name} must be worth {points} points (the assignment's split)")
     return Rubric(
         tasks=tasks,
         build_timeout_s=float(grading.get("build_timeout_s", 900)),

@@ -2,8 +2,13 @@
 edits in it, and which CUDA extensions it builds.
 
 Everything that needs to know the layout reads it from here: the build helper,
-the implementation loader, the grader (staging, release) and the project's own
-tests. Adding a task means adding one entry.
+the implementation loader, the grader (staging, release, points and time limits)
+and the project's own tests. Adding a task means adding one entry here, its
+folder, and its section in grader/rubric.toml (how its points are split over
+its checks; loading the rubric fails, naming the task, until that section exists
+and adds up to the entry's points). pyproject.toml finds task folders by
+pattern, and tests/test_manifest.py holds the README's task table to this list
+and grades a toy task added this way.
 """
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Students report their numbers here; every task's submission includes it.
 RESULTS_FILE = "Results.md"
+
+#: Seconds a task's tests may run in the grader (past it they are stopped as a hang) unless
+#: its entry says otherwise; the CPU tasks take well under a minute of it.
+DEFAULT_TEST_TIMEOUT_S = 1200.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,8 @@ class Task:
     title: str
     #: Files (relative to the repository root) that the student writes.
     editable: tuple[str, ...]
+    #: What the task is worth; grader/rubric.toml splits it over the task's checks and speedups.
+    points: float
     #: Extensions this task's code imports (built by ``python -m taskN.compile``).
     extensions: tuple[str, ...] = ()
     #: True when nothing in the task can run without a CUDA GPU.
@@ -47,6 +58,8 @@ class Task:
     #: code never shares a process with the checks. Tasks not yet converted run their
     #: tests in one contained process, and the grader flags their scores for review.
     judged: bool = False
+    #: Seconds the grader lets the task's tests run before it stops them (a hang).
+    test_timeout_s: float = DEFAULT_TEST_TIMEOUT_S
 
     @property
     def number(self) -> int:
@@ -73,6 +86,7 @@ TASKS: dict[str, Task] = {
             "task1",
             "Multi-head attention in PyTorch",
             editable=("task1/attention.py",),
+            points=2,
             tests=("task1/test.py",),
             judged=True,
         ),
@@ -80,6 +94,7 @@ TASKS: dict[str, Task] = {
             "task2",
             "Attention from separate CUDA kernels (softmax, GEMMs)",
             editable=("task2/attention_kernel.cu",),
+            points=3,
             extensions=("custom_self_attention",),
             needs_gpu=True,
             tests=("task2/test.py",),
@@ -89,6 +104,7 @@ TASKS: dict[str, Task] = {
             "task3",
             "FlashAttention-2 (Algorithm 1) in PyTorch",
             editable=("task3/attention.py",),
+            points=3,
             tests=("task3/test.py",),
             judged=True,
         ),
@@ -96,33 +112,43 @@ TASKS: dict[str, Task] = {
             "task4",
             "One fused FlashAttention CUDA kernel",
             editable=("task4/attention_kernel.cu",),
+            points=4,
             extensions=("custom_flash_attention",),
             needs_gpu=True,
             tests=("task4/test.py",),
             judged=True,
+            # Longer than the default: the shape grid, then four timed configurations up to S=4096.
+            test_timeout_s=1800,
         ),
         Task(
             "task5",
             "KV-cache update and decode kernels",
             editable=("task5/attention_kernel.cu",),
+            points=4,
             extensions=("custom_flash_attention", "custom_flash_attention_decode"),
             needs_gpu=True,
             tests=("task5/test.py",),
             judged=True,
+            # Longer than the default: prefill, then decode steps timed one by one.
+            test_timeout_s=1800,
         ),
         Task(
             "task6",
             "An end-to-end model: prefill, then decode",
             editable=("task6/model.py",),
+            points=3,
             extensions=("custom_flash_attention", "custom_flash_attention_decode", "decode_linear"),
             needs_gpu=True,
             tests=("task6/test.py",),
             judged=True,
+            # Longer than the default: a whole model, prefill then decode, timed against its PyTorch path.
+            test_timeout_s=2400,
         ),
         Task(
             "task7",
             "GPT-2 generating text with your kernels",
             editable=(),
+            points=1,
             extensions=("custom_flash_attention", "custom_flash_attention_decode"),
             needs_gpu=True,
             tests=("task7/test.py",),
