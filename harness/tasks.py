@@ -152,6 +152,7 @@ TASKS: dict[str, Task] = {
             extensions=("custom_flash_attention", "custom_flash_attention_decode"),
             needs_gpu=True,
             tests=("task7/test.py",),
+            judged=True,
         ),
     )
 }

@@ -33,9 +33,10 @@ import torch
 
 from harness.compare import CheckFailed
 from harness.device import requires_cuda
+from harness.remote import on_worker
 from harness.tasks import REPO_ROOT
 from task7 import check, cli, generation, loading, prompts, verdict
-from task7.attention import ATTN_NAME, STAND_IN_NAME, Kernels, register, torch_stand_in
+from task7.attention import STAND_IN_NAME, Kernels, register, torch_stand_in
 from task7.kv_cache import KernelKVCache
 
 _MODEL_PROBLEM = loading.default_model_problem()
@@ -324,28 +325,38 @@ def test_missing_model_messages():
 
 
 # ------------------------------------------------------------------ GPU: the verdict (graded)
-_gpu: dict = {}
+# The reference path, its float64 copy and the verdict run here; the kernels path runs where the
+# student's kernels run (in the grader: the worker, through on_worker), and comes back as data.
+_reference: dict = {}
 
 
-def _gpu_setup():
-    if "model" not in _gpu:
-        from harness.build import BuildError
-        from task7.attention import cuda_kernels
-
-        try:
-            kernels = cuda_kernels()
-        except BuildError as err:
-            raise CheckFailed(f"the extension '{err.name}' did not build:\n{err.log[-4000:]}") from err
-        name = register(kernels, ATTN_NAME)
+def _reference_model() -> dict:
+    if not _reference:
         model, tok, what = loading.load(device="cuda")
-        warm = prompts.make_prompts(tok, 8, 1).cuda()
-        generation.generate(model, warm, 2)
-        model.set_attn_implementation(name)
-        generation.generate(model, warm, 2, cache=KernelKVCache(model.config, 10, kernels))
         model.set_attn_implementation(loading.REFERENCE_ATTENTION)
-        _gpu.update(kernels=kernels, name=name, model=model, tok=tok, what=what,
-                    model64=copy.deepcopy(model).to(torch.float64))
-    return _gpu
+        _reference.update(model=model, tok=tok, what=what, model64=copy.deepcopy(model).to(torch.float64))
+    return _reference
+
+
+def _kernels_case(prompt: torch.Tensor, forced: torch.Tensor) -> dict:
+    """check.kernels_case where the kernels run, its answer checked for shape before it is judged."""
+    from harness.build import BuildError
+
+    try:
+        got = on_worker(check.kernels_case)(prompt, generation.NEW_TOKENS, forced)
+    except BuildError as err:
+        raise CheckFailed(f"the extension '{err.name}' did not build:\n{err.log[-4000:]}") from err
+    b, s = prompt.shape
+    n = generation.NEW_TOKENS
+    shapes = dict(tokens=(b, n), prefill=(b, s, None), steps=(b, n - 1, None))
+    found = {k: got.get(k) if k == "tokens" else got.get("tf", {}).get(k) for k in shapes}
+    for k, want in shapes.items():
+        t = found[k]
+        if not isinstance(t, torch.Tensor) or t.dim() != len(want) or any(w is not None and w != g for w, g in
+                                                                         zip(want, t.shape)):
+            raise CheckFailed(f"the kernels path returned {k} of shape {getattr(t, 'shape', type(t).__name__)}, "
+                              f"expected {tuple('V' if w is None else w for w in want)}")
+    return got
 
 
 @requires_cuda
@@ -354,25 +365,28 @@ def _gpu_setup():
 @pytest.mark.parametrize("batch", prompts.BATCH_SIZES, ids=lambda b: f"B{b}")
 @pytest.mark.parametrize("length", prompts.PROMPT_LENGTHS, ids=lambda x: f"prompt-{x}")
 def test_verdict(length, batch, record):
-    g = _gpu_setup()
-    model, tok = g["model"], g["tok"]
+    r = _reference_model()
+    model, tok = r["model"], r["tok"]
     short_len = len(tok(prompts.DEFAULT_PROMPT, add_special_tokens=False)["input_ids"])
     (resolved,) = prompts.prompt_lengths([length], model.config.n_positions, generation.NEW_TOKENS, short_len)
     prompt = prompts.make_prompts(tok, resolved, batch).cuda()
     label = f"{prompts.describe_prompt_len(resolved)}, batch {batch}"
-    case = check.run_case(model, g["kernels"], g["name"], prompt, generation.NEW_TOKENS, label=label, model64=g["model64"])
-    v = case.verdict
-    record("verdict", **v.as_dict(), case=label, batch=batch, prompt_len=case.prompt_len,
-           new_tokens=case.new_tokens, kernel_calls=case.kernel_calls,
+    ref, ref_tf, ref64_tf = check.reference_run(model, prompt, generation.NEW_TOKENS, r["model64"])
+    got = _kernels_case(prompt, ref.tokens)
+    custom = generation.Generation(got["tokens"], got["prefill_s"], got["decode_s"], batch, resolved)
+    v = check.verdict_of(got["tf"], ref_tf, ref64_tf, custom.tokens, ref.tokens, got["calls"],
+                         model.config.n_layer, generation.NEW_TOKENS)
+    record("verdict", **v.as_dict(), case=label, batch=batch, prompt_len=resolved,
+           new_tokens=generation.NEW_TOKENS, kernel_calls=got["calls"],
            display=f"task7 {label}: {'agree' if v.passed else 'DIFFER'}; greedy tokens {v.tokens_agree}/{v.tokens_total}; "
            f"logits error/allowed prefill {v.prefill.max_abs_error / v.prefill.allowed:.3f}, "
            f"decode {v.steps.max_abs_error / v.steps.allowed:.3f}")
-    record("tokens_per_s", case=label, prefill_reference=case.ref.prefill_tokens_per_s,
-           prefill_yours=case.custom.prefill_tokens_per_s, decode_reference=case.ref.decode_tokens_per_s,
-           decode_yours=case.custom.decode_tokens_per_s,
-           display=f"task7 {label}: tokens/s prefill {case.custom.prefill_tokens_per_s:,.0f} "
-           f"(reference {case.ref.prefill_tokens_per_s:,.0f}), decode {case.custom.decode_tokens_per_s:,.0f} "
-           f"(reference {case.ref.decode_tokens_per_s:,.0f})")
+    record("tokens_per_s", case=label, prefill_reference=ref.prefill_tokens_per_s,
+           prefill_yours=custom.prefill_tokens_per_s, decode_reference=ref.decode_tokens_per_s,
+           decode_yours=custom.decode_tokens_per_s,
+           display=f"task7 {label}: tokens/s prefill {custom.prefill_tokens_per_s:,.0f} "
+           f"(reference {ref.prefill_tokens_per_s:,.0f}), decode {custom.decode_tokens_per_s:,.0f} "
+           f"(reference {ref.decode_tokens_per_s:,.0f})")
     if not v.passed:
         raise CheckFailed(f"GPT-2 with your kernels differs from transformers' attention ({label}):\n"
                           + "\n".join(v.failures))
