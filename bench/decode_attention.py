@@ -28,7 +28,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from harness import reference
+from harness import formulas
 from harness.build import load_extension
 from harness.compare import compare, strict_float32
 from harness.timing import copy_bandwidth, time_function
@@ -52,11 +52,11 @@ def sdpa_decode(q, k, v, heads):
 
 
 def check(out, q, k, v, heads, what):
-    split = reference.split_heads
-    ref = reference.merge_heads(reference.attention(split(q, heads), split(k, heads), split(v, heads)))
+    split = formulas.split_heads
+    ref = formulas.merge_heads(formulas.attention(split(q, heads), split(k, heads), split(v, heads)))
     with strict_float32():
-        t32 = reference.merge_heads(
-            reference.attention(split(q, heads), split(k, heads), split(v, heads), dtype=torch.float32)
+        t32 = formulas.merge_heads(
+            formulas.attention(split(q, heads), split(k, heads), split(v, heads), dtype=torch.float32)
         )
     rep = compare(out, ref, t32, what=what)
     if not rep.passed:

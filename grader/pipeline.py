@@ -25,7 +25,7 @@ from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS
 
 from . import report as report_mod
 from .builder import build_task
-from .integrity import scan_file
+from .source_scan import scan_file
 from .results_check import check_results_md
 from .rubric import Rubric
 from .runner import ONE_PROCESS_FLAG, TestRun, run_tests

@@ -17,7 +17,7 @@ import math
 import pytest
 
 from . import device as _device
-from .checks import NOT_IMPLEMENTED_PREFIX
+from .shared_checks import NOT_IMPLEMENTED_PREFIX
 from .compare import CheckFailed
 from . import remote, rules
 from .impl import IMPL_ENV, describe_impl_root, impl_root

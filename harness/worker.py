@@ -87,7 +87,7 @@ class Worker:
         rules.take_violations()
         ops = None
         if req.get("record_ops"):
-            from .integrity import ops_called
+            from .op_recorder import ops_called
 
             result, ops = ops_called(target, *args, **kwargs)
         else:

@@ -103,7 +103,7 @@ echo "== correctness sweep against float64"
 $PY -X faulthandler - <<'EOF' 2>&1 | tee -a "$OUT/correctness.log"
 import math, itertools, traceback
 import torch
-from harness import reference as R
+from harness import formulas as R
 from harness.build import load_extension
 from harness.compare import compare, strict_float32
 

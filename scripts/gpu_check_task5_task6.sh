@@ -116,7 +116,7 @@ fi
 stamp "randomised correctness sweep of the reference kernels against float64"
 ATTN_KIT_IMPL=$SOL timeout 90 python3 - <<'EOF'
 import random, torch
-from harness import reference
+from harness import formulas
 from harness.build import load_extension
 from harness.compare import compare, strict_float32
 ext = load_extension("custom_flash_attention_decode")
@@ -140,10 +140,10 @@ for (b, length, h, heads) in cases:
         ext.update_kv_cache(kc, vc, k[:, cut + 3:], v[:, cut + 3:], cut + 3)
     assert torch.equal(kc[:, :length], k) and torch.equal(vc[:, :length], v), "cache update wrong"
     assert torch.isnan(kc[:, length:]).all(), "update wrote past the new rows"
-    sp = lambda t: reference.split_heads(t, heads)
-    ref = reference.merge_heads(reference.attention(sp(q), sp(k), sp(v)))
+    sp = lambda t: formulas.split_heads(t, heads)
+    ref = formulas.merge_heads(formulas.attention(sp(q), sp(k), sp(v)))
     with strict_float32():
-        t32 = reference.merge_heads(reference.attention(sp(q), sp(k), sp(v), dtype=torch.float32))
+        t32 = formulas.merge_heads(formulas.attention(sp(q), sp(k), sp(v), dtype=torch.float32))
     for causal in (False, True):
         for splits in (0, rng.choice([1, 2, 7, 300])):
             out = ext.custom_flash_attention_decode(q, kc, vc, heads, causal, seq_len=length, num_splits=splits)

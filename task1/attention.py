@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.shapes import check_heads, check_hidden_states
+from harness.argument_checks import check_heads, check_hidden_states
 
 
 class CustomSelfAttention(nn.Module):

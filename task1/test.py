@@ -10,7 +10,7 @@ with and without the causal mask, on the CPU and (when there is one) the GPU.
 """
 import pytest
 
-from harness.checks import LARGE_SCORES_STD, check_attention_module
+from harness.shared_checks import LARGE_SCORES_STD, check_attention_module
 from harness.device import DEVICES
 from harness.impl import load_module
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import reference
-from harness.checks import (
+from harness import formulas
+from harness.shared_checks import (
     MODULE_SHAPES, check_attention_core, check_attention_module, core_id, module_id, poison_free_memory,
     run_input_checks,
 )
@@ -86,7 +86,7 @@ def test_softmax(case, record):
     names = ["row"] * x.dim()
     names[dim] = "col"  # the axis the softmax runs along
     report = assert_close(
-        out, reference.softmax(x, dim), reference.softmax(x, dim, dtype=torch.float32),
+        out, formulas.softmax(x, dim), formulas.softmax(x, dim, dtype=torch.float32),
         what="test_batched_softmax", dims=names, context=dict(shape=shape, dim=dim, std=std),
     )
     record("error", **report.as_dict())
@@ -118,10 +118,10 @@ def _gemm_check(kind: str, case, record):
     _poison(bsz * m * n * 4)
     if kind == "nn":
         out = _ext().test_batched_GEMM_NN(a, b)
-        ref_fn = reference.gemm_nn
+        ref_fn = formulas.gemm_nn
     else:
         out = _ext().test_batched_GEMM_NT(a, b)
-        ref_fn = reference.gemm_nt
+        ref_fn = formulas.gemm_nt
     with strict_float32():
         t32 = ref_fn(a, b, dtype=torch.float32)
     report = assert_close(
@@ -184,7 +184,7 @@ def test_module(shape, causal, against, record):
 # ---------------------------------------------------------------- input checks (provided code)
 _BAD_INPUTS_SCRIPT = """
 import torch
-from harness.checks import expect_accepted, expect_attention_input_checks, expect_refused
+from harness.shared_checks import expect_accepted, expect_attention_input_checks, expect_refused
 from harness.impl import load_module
 
 ext = load_module("task2.attention").extension()
@@ -201,7 +201,7 @@ expect_refused("softmax dim out of range", ext.test_batched_softmax, q, 3)
 
 def test_rejects_bad_inputs(record):
     """Wrong dtype, device, layout or head size must raise a clear error, never compute
-    (and a valid input must still work). Runs in a child process: see harness.checks."""
+    (and a valid input must still work). Runs in a child process: see harness.shared_checks."""
     run_input_checks(_BAD_INPUTS_SCRIPT, record)
 
 

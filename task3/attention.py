@@ -8,7 +8,7 @@ import math  # noqa: F401  (you will need it)
 import torch
 import torch.nn as nn
 
-from harness.shapes import check_heads, check_hidden_states
+from harness.argument_checks import check_heads, check_hidden_states
 
 
 def online_softmax_step(m_prev, l_prev, o_prev, scores, v):

@@ -13,8 +13,8 @@ takes seconds on a CPU.
 import pytest
 import torch
 
-from harness import reference
-from harness.checks import CORE_DIMS, INPUT_SETS_PER_CHECK, LARGE_SCORES_STD, check_attention_module
+from harness import formulas
+from harness.shared_checks import CORE_DIMS, INPUT_SETS_PER_CHECK, LARGE_SCORES_STD, check_attention_module
 from harness.compare import assert_close, strict_float32
 from harness.device import DEVICES
 from harness.impl import load_module
@@ -64,7 +64,7 @@ def test_worked_example_online_softmax(record):
     # all four scores applied to V.
     s2 = torch.tensor(EXAMPLE_SCORES_TILE2, **f64)
     m2, l2, o2 = _task().online_softmax_step(m1, l1, o1, s2, v[2:])
-    exact = reference.softmax(torch.cat([s1, s2], dim=1)) @ v
+    exact = formulas.softmax(torch.cat([s1, s2], dim=1)) @ v
     got = o2 / l2.unsqueeze(-1)
     assert torch.allclose(got, exact, rtol=1e-12, atol=1e-12), (
         f"after both tiles o / l is {got.tolist()} but softmax(scores) V is {exact.tolist()}: "
@@ -93,9 +93,9 @@ def test_flash_attention_core(shape, tiles, causal, device, record):
     for i in range(INPUT_SETS_PER_CHECK):
         q, k, v = (randn(batch, heads, seq_len, head_dim, tag=f"{tag}/{n}{i}", device=device) for n in "qkv")
         out = module._flash_attention(q, k, v, tiles[0], tiles[1], causal)
-        ref = reference.attention(q, k, v, causal)
+        ref = formulas.attention(q, k, v, causal)
         with strict_float32():
-            torch32 = reference.attention(q, k, v, causal, dtype=torch.float32)
+            torch32 = formulas.attention(q, k, v, causal, dtype=torch.float32)
         report = assert_close(
             out, ref, torch32, what="_flash_attention", dims=CORE_DIMS,
             context=dict(S=seq_len, d=head_dim, T_r=tiles[0], T_c=tiles[1], causal=causal, device=device,
@@ -118,9 +118,9 @@ def test_flash_attention_core_large_scores(tiles, causal, device, record):
                 for n in "qk")
         v = randn(batch, heads, seq_len, head_dim, tag=f"{tag}/v{i}", device=device)
         out = module._flash_attention(q, k, v, tiles[0], tiles[1], causal)
-        ref = reference.attention(q, k, v, causal)
+        ref = formulas.attention(q, k, v, causal)
         with strict_float32():
-            torch32 = reference.attention(q, k, v, causal, dtype=torch.float32)
+            torch32 = formulas.attention(q, k, v, causal, dtype=torch.float32)
         report = assert_close(
             out, ref, torch32, what="_flash_attention with large scores (a NaN here means exp ran on a score "
             "without the running maximum subtracted)", dims=CORE_DIMS,
@@ -138,8 +138,8 @@ def test_published_call(record):
     for kwargs in ({}, {"causal": True}):
         causal = kwargs.get("causal", False)
         with strict_float32():
-            torch32 = reference.attention(q, k, v, causal, dtype=torch.float32)
-        assert_close(module._flash_attention(q, k, v, **kwargs), reference.attention(q, k, v, causal), torch32,
+            torch32 = formulas.attention(q, k, v, causal, dtype=torch.float32)
+        assert_close(module._flash_attention(q, k, v, **kwargs), formulas.attention(q, k, v, causal), torch32,
                      what=f"_flash_attention(q, k, v{', causal=True' if causal else ''})", dims=CORE_DIMS)
     record("published_call", passed=True)
 

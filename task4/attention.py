@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.shapes import check_heads, check_hidden_states
+from harness.argument_checks import check_heads, check_hidden_states
 
 EXTENSION = "custom_flash_attention"
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.checks import (
+from harness.shared_checks import (
     LARGE_SCORES_STD, MODULE_DIMS, MODULE_SHAPES, attention_references, check_attention_core, check_attention_module,
     core_id, first_item_of, mha_forward, module_id, nn_multihead_attention, run_input_checks,
     sdpa_core,
@@ -41,7 +41,7 @@ from harness.compare import assert_close, strict_float32
 from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import mha_weights, randn
-from harness.integrity import assert_own_kernel
+from harness.op_recorder import assert_own_kernel
 from harness.remote import bound, is_judge, on_worker, worker_randn
 from harness.timing import bind_tail, compare_speed
 
@@ -120,7 +120,7 @@ def test_module(shape, causal, against, record):
 
 _BAD_INPUTS_SCRIPT = """
 import torch
-from harness.checks import expect_attention_input_checks
+from harness.shared_checks import expect_attention_input_checks
 from harness.impl import load_module
 
 expect_attention_input_checks(load_module("task4.attention").extension().custom_flash_attention)
@@ -129,7 +129,7 @@ expect_attention_input_checks(load_module("task4.attention").extension().custom_
 
 def test_rejects_bad_inputs(record):
     """Wrong dtype, device, layout or head size must raise a clear error, never compute
-    (and a valid input must still work). Runs in a child process: see harness.checks."""
+    (and a valid input must still work). Runs in a child process: see harness.shared_checks."""
     run_input_checks(_BAD_INPUTS_SCRIPT, record)
 
 

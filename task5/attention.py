@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.shapes import check_heads, check_hidden_states
+from harness.argument_checks import check_heads, check_hidden_states
 
 def _extension(name: str):
     """Build (first call only) and import one of the kit's CUDA extensions."""

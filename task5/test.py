@@ -27,8 +27,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import reference
-from harness.checks import (
+from harness import formulas
+from harness.shared_checks import (
     MODULE_DIMS, SdpaCacheAttention, mha_forward, narrowed_call, new_cache_pair, nn_multihead_attention,
     run_input_checks,
 )
@@ -36,7 +36,7 @@ from harness.compare import CheckFailed, assert_close, compare, strict_float32
 from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import mha_weights, randn
-from harness.integrity import assert_own_kernel
+from harness.op_recorder import assert_own_kernel
 from harness.remote import bound, call, fetch, is_judge, kept, on_worker, worker_randn
 from harness.timing import bind_tail, compare_speed, compare_steps, time_function
 
@@ -135,11 +135,11 @@ def _decode_problem(case, tag):
 
 def _decode_reference(q, k, v, heads, length):
     """float64 reference and PyTorch's float32 result of the same formula, as [B, 1, H]."""
-    split = reference.split_heads
+    split = formulas.split_heads
     qh, kh, vh = split(q, heads), split(k[:, :length], heads), split(v[:, :length], heads)
-    ref = reference.merge_heads(reference.attention(qh, kh, vh, causal=True))
+    ref = formulas.merge_heads(formulas.attention(qh, kh, vh, causal=True))
     with strict_float32():
-        t32 = reference.merge_heads(reference.attention(qh, kh, vh, causal=True, dtype=torch.float32))
+        t32 = formulas.merge_heads(formulas.attention(qh, kh, vh, causal=True, dtype=torch.float32))
     return ref, t32
 
 
@@ -204,15 +204,15 @@ class ReferenceDecoder:
     def step(self, x, pos, causal):
         w_q, w_k, w_v, w_o = self.w
         s, d = x.shape[1], self.dtype
-        q = reference.linear(x, w_q, dtype=d)
-        self.k[:, pos : pos + s] = reference.linear(x, w_k, dtype=d)
-        self.v[:, pos : pos + s] = reference.linear(x, w_v, dtype=d)
-        split = reference.split_heads
-        attn = reference.attention(
+        q = formulas.linear(x, w_q, dtype=d)
+        self.k[:, pos : pos + s] = formulas.linear(x, w_k, dtype=d)
+        self.v[:, pos : pos + s] = formulas.linear(x, w_v, dtype=d)
+        split = formulas.split_heads
+        attn = formulas.attention(
             split(q, self.heads), split(self.k[:, : pos + s], self.heads),
             split(self.v[:, : pos + s], self.heads), causal, dtype=d,
         )
-        return reference.linear(reference.merge_heads(attn), w_o, dtype=d)
+        return formulas.linear(formulas.merge_heads(attn), w_o, dtype=d)
 
 
 def run_sequence(module, weights, heads, batch, max_len, chunks, causal, tag, label):
@@ -290,7 +290,7 @@ def test_published_configuration(causal, record):
 def test_published_speed(record):
     """TTFT and TBT at the published configuration (causal), against SDPA and nn.MultiheadAttention.
 
-    The like-for-like baseline (:class:`harness.checks.SdpaCacheAttention`: the same projections
+    The like-for-like baseline (:class:`harness.shared_checks.SdpaCacheAttention`: the same projections
     and cache, SDPA for attention) runs beside the module where the kernels run, on the same
     inputs; in the grader the judge also times its own copy of it (see harness.timing).
     """
@@ -376,7 +376,7 @@ def test_published_speed(record):
 # the run goes on.
 _BAD_INPUTS_SCRIPT = r"""
 import torch
-from harness.checks import expect_accepted, expect_refused
+from harness.shared_checks import expect_accepted, expect_refused
 from harness.impl import load_module
 from harness.inputs import randn
 
@@ -424,7 +424,7 @@ for what, args, kwargs in decodes:
 
 def test_rejects_bad_inputs(record):
     """Out-of-range positions, wrong shapes, dtypes and devices: a clear error, no write (and a
-    valid input still works). Runs in a child process: see harness.checks."""
+    valid input still works). Runs in a child process: see harness.shared_checks."""
     run_input_checks(_BAD_INPUTS_SCRIPT, record)
 
 

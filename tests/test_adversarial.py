@@ -122,11 +122,11 @@ FIXTURES = {
             os._exit(0)
     '''), "differs from the float64 reference"),
     "patches the harness, torch.allclose and the reference": (zeros_module('''
-        import harness.compare, harness.reference, harness.checks
+        import harness.compare, harness.formulas, harness.shared_checks
         harness.compare.TOLERANCE_FACTOR = 1e30
         harness.compare.assert_close = lambda *a, **k: None
-        harness.checks.assert_close = lambda *a, **k: None
-        harness.reference.mha = lambda x, *a, **k: torch.zeros_like(x, dtype=torch.float64)
+        harness.shared_checks.assert_close = lambda *a, **k: None
+        harness.formulas.mha = lambda x, *a, **k: torch.zeros_like(x, dtype=torch.float64)
         torch.allclose = lambda *a, **k: True
     '''), "differs from the float64 reference"),
     "calls scaled_dot_product_attention": (zeros_module('''

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from harness import reference
+from harness import formulas
 from harness.compare import CheckFailed, assert_close, compare, strict_float32
 from harness.inputs import randn
 
@@ -14,9 +14,9 @@ B, HEADS, S, D = 2, 3, 133, 64
 @pytest.fixture(scope="module")
 def problem():
     q, k, v = (randn(B, HEADS, S, D, tag=f"tests/compare/{n}") for n in "qkv")
-    ref = reference.attention(q, k, v, causal=False)
+    ref = formulas.attention(q, k, v, causal=False)
     with strict_float32():
-        torch32 = reference.attention(q, k, v, causal=False, dtype=torch.float32)
+        torch32 = formulas.attention(q, k, v, causal=False, dtype=torch.float32)
     return q, k, v, ref, torch32
 
 
@@ -79,7 +79,7 @@ def test_rejects_planted_errors(problem, plant, hint):
     elif plant == "tf32 rounding":  # what tensor-core TF32 arithmetic would give
         out = blocked_float32_attention(to_tf32(q), to_tf32(k), to_tf32(v))
     elif plant == "missing 1/sqrt(d)":
-        out = reference.attention(q, k, v, scale=1.0).float()
+        out = formulas.attention(q, k, v, scale=1.0).float()
     elif plant == "last rows wrong":  # rows 128..132: the partial tile left unnormalised
         out[..., 128:, :] *= 1.5
     elif plant == "constant factor":

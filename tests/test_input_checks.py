@@ -1,4 +1,4 @@
-"""The input-check runner of tasks 2, 4 and 5 (harness.checks.run_input_checks), on the CPU.
+"""The input-check runner of tasks 2, 4 and 5 (harness.shared_checks.run_input_checks), on the CPU.
 
 A script calls ``expect_accepted`` (a valid input must work) and ``expect_refused`` (a bad one
 must raise, leaving its outputs as they were); the runner fails, saying why, on a stub, on a
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checks import run_input_checks
+from harness.shared_checks import run_input_checks
 from harness.compare import CheckFailed
 
 SCRIPT = '''
 import torch
-from harness.checks import expect_accepted, expect_refused
+from harness.shared_checks import expect_accepted, expect_refused
 
 def kernel(x, out):
 {body}

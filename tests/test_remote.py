@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness import channel, remote
-from harness.checks import call_reporting_error, mha_forward, narrowed_call, nn_multihead_attention
+from harness.shared_checks import call_reporting_error, mha_forward, narrowed_call, nn_multihead_attention
 from harness.inputs import mha_weights, randn
 from harness.tasks import REPO_ROOT
 from harness.timing import bind_tail, compare_speed, compare_steps, time_function

@@ -9,11 +9,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+#: The harness modules that grade (a student file has no reason to name them); the old names
+#: of two of them (reference, integrity) too, for code written against an earlier kit.
+_GRADING_MODULES = "compare|timing|formulas|reference|op_recorder|integrity|shared_checks|pytest_plugin|inputs|remote"
+
 PY_SUSPICIOUS = {
     r"\bimport\s+(os|sys|subprocess|builtins|importlib|inspect|gc|ctypes|socket|pytest)\b": "imports a system module",
     r"\bfrom\s+(os|sys|subprocess|builtins|importlib|inspect|gc|ctypes|socket|pytest)\b": "imports a system module",
-    r"\bharness\.(compare|timing|reference|integrity|pytest_plugin|inputs)\b": "reaches into the grading harness",
-    r"\bfrom\s+harness\s+import\s+(compare|timing|reference|integrity|pytest_plugin|inputs)\b": "reaches into the grading harness",
+    rf"\bharness\.({_GRADING_MODULES})\b": "reaches into the grading harness",
+    rf"\bfrom\s+harness\s+import\s+({_GRADING_MODULES})\b": "reaches into the grading harness",
     r"__import__|\bexec\(|\beval\(|\bglobals\(\)|sys\.modules|setattr\(": "rewrites code or modules at run time",
     r"\bopen\(": "opens files",
 }

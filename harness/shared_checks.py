@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from . import reference
+from . import formulas
 from .compare import ErrorReport, assert_close, strict_float32
 from .inputs import mha_weights, randn
 
@@ -107,10 +107,10 @@ def check_attention_module(
         module = make_module(*weights, hidden, num_heads)
         with torch.no_grad():
             out = module(x, causal=causal)
-        ref = reference.mha(x, *weights, num_heads, causal)
+        ref = formulas.mha(x, *weights, num_heads, causal)
         with strict_float32():
             if against == "float64":
-                baseline = reference.mha(x, *weights, num_heads, causal, dtype=torch.float32)
+                baseline = formulas.mha(x, *weights, num_heads, causal, dtype=torch.float32)
             else:
                 baseline = run_nn_mha(nn_multihead_attention(weights, hidden, num_heads, device), x, causal)
         context = dict(B=batch, S=seq_len, H=hidden, heads=num_heads, x_std=x_std, causal=causal, device=str(device),
@@ -124,10 +124,10 @@ def check_attention_module(
 def attention_references(q, k, v, heads: int, causal: bool):
     """The float64 result of the attention core on ``[B, S, heads*head_dim]`` q, k, v, and
     PyTorch's float32 result of the same formula (what the tolerance is measured against)."""
-    qh, kh, vh = (reference.split_heads(t, heads) for t in (q, k, v))
-    ref = reference.merge_heads(reference.attention(qh, kh, vh, causal))
+    qh, kh, vh = (formulas.split_heads(t, heads) for t in (q, k, v))
+    ref = formulas.merge_heads(formulas.attention(qh, kh, vh, causal))
     with strict_float32():
-        t32 = reference.merge_heads(reference.attention(qh, kh, vh, causal, dtype=torch.float32))
+        t32 = formulas.merge_heads(formulas.attention(qh, kh, vh, causal, dtype=torch.float32))
     return ref, t32
 
 
@@ -140,7 +140,7 @@ def check_attention_core(kernel: Callable, what: str, case, causal: bool, *, tag
     NaN first) and call no PyTorch attention, matmul or softmax of its own. ``hint`` says, in
     a failure message, what a failure here usually means.
     """
-    from .integrity import assert_own_kernel
+    from .op_recorder import assert_own_kernel
     from .remote import on_worker
 
     b, s, heads, d = case
