@@ -29,27 +29,15 @@ import time
 import torch
 
 from harness.compare import compare, strict_float32
-from harness.timing import Timing, copy_bandwidth, time_function
+from harness.timing import copy_bandwidth, time_function, time_steps
 from task6 import decode_linear as dl
-from task6.transformer import run_model
+from task6.transformer import model_step, run_model
 from task6.workload import CONFIGS, build_model, decode_linear_run, prompt_tokens, weight_bytes
 
 #: The issue's target: TBT within this factor of the weight-streaming floor.
 TARGET_RATIO = 1.3
 #: Decode steps whose host (launch) time is measured; ~250 launches each stay under the queue's depth.
 HOST_TIMED_STEPS = 3
-
-
-def timing_of(samples: list[float]) -> Timing:
-    """Statistics of the per-step times ``run_model(timed=True)`` measured (ms, CUDA events).
-
-    The decode steps are timed one by one as the model decodes, not repeated by harness.timing,
-    so their statistics are made here."""
-    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
-    return Timing(
-        median_ms=statistics.median(samples), p25_ms=q[0], p75_ms=q[2], min_ms=min(samples),
-        max_ms=max(samples), reps=len(samples), clock="CUDA events", l2_flushed=False, input_sets=1,
-    )
 
 
 def linear_rows(cfg: dict) -> list[dict]:
@@ -82,27 +70,26 @@ def linear_rows(cfg: dict) -> list[dict]:
 
 
 def decode_steps(model, prompt, steps: int, backend: str) -> dict:
-    """Warm-up, then prefill + ``steps`` decode steps timed with CUDA events, and the host time per step."""
+    """Prefill, then ``steps`` decode steps, each timed on its own by harness.timing (CUDA
+    events, L2 flushed), fed the greedy tokens of an untimed run; and the host time per step."""
     b, s = prompt.shape
     cache = model.new_kv_cache(b, s + steps)
-    run_model(model, backend, prompt, 3, cache=cache)  # warm-up (and builds)
-    run = run_model(model, backend, prompt, steps, cache=cache, timed=True)
+    run = run_model(model, backend, prompt, steps, cache=cache)  # warm-up (and builds); the tokens to feed
+    tokens = run["tokens"]
+    ttft = time_function(model_step, [(prompt, cache, 0, model, backend)], min_reps=5, max_reps=20, budget_s=1.0)
+    tbt = time_steps(model_step, [(tokens[:, t : t + 1], cache, s + t, model, backend) for t in range(steps)])
     # Host time: a few steps launched without waiting for the GPU. Few, so the launch
     # queue (about a thousand kernels) never fills and makes the host wait for the GPU.
-    torch.cuda.synchronize()
-    logits, _ = model(prompt, cache, 0)
-    token = logits[:, -1].argmax(-1)[:, None]
     torch.cuda.synchronize()
     host_steps = min(steps, HOST_TIMED_STEPS)
     t0 = time.perf_counter()
     with torch.no_grad(), strict_float32():
         for t in range(host_steps):
-            model(token, cache, s + t)
+            model(tokens[:, t : t + 1], cache, s + t)
     host_ms = (time.perf_counter() - t0) * 1e3 / host_steps
     torch.cuda.synchronize()
-    tbt = timing_of(run["step_ms"])
-    return dict(tbt_ms=tbt.median_ms, tbt_p25=tbt.p25_ms, tbt_p75=tbt.p75_ms, ttft_ms=run["prefill_ms"],
-                host_ms_per_step=host_ms, tokens=run["tokens"], last_logits=run["steps"][-1])
+    return dict(tbt_ms=tbt.median_ms, tbt_p25=tbt.p25_ms, tbt_p75=tbt.p75_ms, ttft_ms=ttft.median_ms,
+                host_ms_per_step=host_ms, tokens=tokens, last_logits=run["steps"][-1])
 
 
 def profile_steps(model, prompt, steps: int = 5, top: int = 12) -> list[tuple]:

@@ -288,14 +288,14 @@ def seeded_model(hidden: int, heads: int, layers: int, vocab: int, max_seq_len: 
     return init_weights(model, seed).eval().requires_grad_(False)
 
 
-def run_model(model, backend, prompt, steps, forced=None, cache=None, timed=False):
+def run_model(model, backend, prompt, steps, forced=None, cache=None):
     """Prefill ``prompt``, then ``steps`` decode steps; returns the logits and tokens (no cache).
 
     The decode inputs are ``forced[:, t]`` when given (teacher forcing: every
     backend sees the same tokens), else the greedy choice of the previous step.
     Returns a dict with the prefill logits ``[B, S, V]``, the decode logits
-    ``[steps, B, V]``, the greedy tokens ``[B, steps + 1]`` and, when ``timed``
-    (the benchmark), per-call times in ms (CUDA events; the caller warms up first).
+    ``[steps, B, V]`` and the greedy tokens ``[B, steps + 1]`` (timing is harness.timing's
+    job: see model_step).
     """
     from harness.compare import strict_float32
 
@@ -303,37 +303,21 @@ def run_model(model, backend, prompt, steps, forced=None, cache=None, timed=Fals
     b, s = prompt.shape
     if cache is None:
         cache = model.new_kv_cache(b, s + steps)
-    events = []
-
-    def timer():
-        e = torch.cuda.Event(enable_timing=True)
-        e.record()
-        return e
-
     with torch.no_grad(), strict_float32():
-        start = timer() if timed else None
         logits, cache = model(prompt, cache, 0)
         token = logits[:, -1].argmax(-1)
-        if timed:
-            events.append((start, timer()))
         prefill = logits
         greedy, step_logits = [token], []
         for t in range(steps):
             feed = forced[:, t] if forced is not None else token
-            start = timer() if timed else None
             logits, _ = model(feed[:, None], cache, s + t)
             token = logits[:, -1].argmax(-1)
-            if timed:
-                events.append((start, timer()))
             step_logits.append(logits[:, -1])
             greedy.append(token)
     if prompt.is_cuda:
         torch.cuda.synchronize()
     out = dict(prefill=prefill, steps=torch.stack(step_logits) if step_logits else None,
                tokens=torch.stack(greedy, 1))
-    if timed:
-        times = [a.elapsed_time(z) for a, z in events]
-        out["prefill_ms"], out["step_ms"] = times[0], times[1:]
     return out
 
 

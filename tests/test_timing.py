@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from harness.timing import WALL_CLOCK, compare_speed, time_function
+from harness.timing import WALL_CLOCK, compare_speed, time_function, time_steps
 
 SLEEP_S = 0.002
 
@@ -47,3 +47,18 @@ def test_side_by_side_speedup():
 def test_no_inputs_is_an_error():
     with pytest.raises(ValueError):
         time_function(lambda: None, [])
+
+
+def test_steps_are_timed_in_order_each_once():
+    """The step timer (task 6's decode loop in bench/): every step once, in order, after warm-up."""
+    seen = []
+
+    def step(t):
+        seen.append(int(t))
+        time.sleep(SLEEP_S)
+
+    t = time_steps(step, [(torch.tensor(i),) for i in range(6)], warmup=2)
+    assert seen == [0, 1, 0, 1, 2, 3, 4, 5]
+    assert t.reps == 6 and t.input_sets == 6 and SLEEP_S * 1e3 <= t.median_ms < SLEEP_S * 1e3 + 5
+    with pytest.raises(ValueError):
+        time_steps(step, [])
