@@ -91,8 +91,9 @@ def _gpu_available() -> bool:
 
 def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int, progress: Progress,
                references: dict[str, float] | None = None, label: str = "",
-               self_reference: bool = False) -> dict:
-    """Stage, build, test and score one task; always returns a result (never raises)."""
+               self_reference: bool = False, only: tuple[str, ...] = ()) -> dict:
+    """Stage, build, test and score one task; always returns a result (never raises). ``only``
+    runs just those test functions (the yardstick's timed tests)."""
     tr = rubric.tasks[task]
     name = f"{label}{task}"
     result: dict = dict(task=task, title=TASKS[task].title, max_points=tr.points, points=0.0,
@@ -145,7 +146,7 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         env[CALL_TIMEOUT_ENV] = str(rubric.call_timeout_s)
         if rubric.worker_memory_gb:
             env[MEMORY_ENV] = str(int(rubric.worker_memory_gb * 2**30))
-        run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs)
+        run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs, only=only)
         after = kit_hashes(stage.folder)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         worker = ((run.report or {}).get("attn_kit") or {}).get("worker") or {}
@@ -173,7 +174,12 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         result.update(points=score.points, status=score.status, reason=score.reason,
                       checks=[asdict(c) for c in score.checks], speedups=[asdict(s) for s in score.speedups])
         result["flags"] += score.flags
-        progress(name, f"{score.points:g}/{tr.points:g} ({score.status}: {score.reason})")
+        if only:  # the yardstick's timed tests: no correctness grid ran, so no points to show
+            measured = speedups_by_name(tr, cases_of(run))
+            progress(name, "yardstick (timed tests only): " + (", ".join(f"{k} {v:.3g}x" for k, v in measured.items())
+                                                               or f"no speedup measured ({score.reason})"))
+        else:
+            progress(name, f"{score.points:g}/{tr.points:g} ({score.status}: {score.reason})")
     except Exception as exc:  # noqa: BLE001 - a grader bug must cost this task only, visibly
         result.update(status="error", reason=f"the grader failed on this task: {exc!r}",
                       grader_traceback=traceback.format_exc())
@@ -192,11 +198,13 @@ def _durations(run: TestRun) -> dict[str, float]:
 
 
 def reference_speedups(task: str, out: Path, rubric: Rubric, seed: int, progress: Progress) -> dict[str, float]:
-    """Run the reference solution's perf tests for ``task`` and return its speedups by rubric name."""
+    """Run the reference solution's timed tests for ``task`` (only those: its correctness grid
+    is the kit's own business, not re-run for every student) and return its speedups by rubric name."""
     tr = rubric.tasks[task]
     if not tr.speedups or not SOLUTIONS.is_dir() or not _gpu_available():
         return {}
-    ref = grade_task(task, SOLUTIONS, out, rubric, seed, progress, label="reference/")
+    ref = grade_task(task, SOLUTIONS, out, rubric, seed, progress, label="reference/",
+                     only=tuple(sorted({s.test for s in tr.speedups})))
     run = ref.get("_run")
     return speedups_by_name(tr, cases_of(run)) if run is not None else {}
 

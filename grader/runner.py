@@ -41,7 +41,9 @@ ONE_PROCESS_FLAG = ("{task} ran its tests in one contained process (the judge/wo
                     "this task yet): its own code could have forged its report; review before releasing the score")
 
 
-def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path) -> TestRun:
+def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path,
+              only: tuple[str, ...] = ()) -> TestRun:
+    """The task's tests (``only``: just these test functions) in the judge, the code in its worker."""
     one_process = stage.worker is not None and not TASKS[stage.task].judged
     report_path = (stage.worker if one_process else logs) / f"{stage.task}-pytest.json"
     report_path.unlink(missing_ok=True)
@@ -51,6 +53,8 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
         "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEs",
         "--json-report", f"--json-report-file={report_path}", "--json-report-omit", "collectors", "log",
     ]
+    if only:
+        cmd += ["-k", " or ".join(only)]
     if one_process:  # contained like a worker, but it also writes its own report, into its scratch
         from .builder import worker_env
 

@@ -226,3 +226,13 @@ def test_the_published_layout_is_mapped(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_can_compile_cuda", lambda: False)  # the note comes before the build
     results = run_grading(sub, ["task2"], tmp_path / "out", rubric_mod.load(), quiet=True, use_reference=False)
     assert any("layout was mapped: task2/cuda/attention_kernel.cu" in n for n in results["tasks"]["task2"]["notes"])
+
+
+def test_the_yardstick_runs_only_the_timed_tests(tmp_path):
+    """The reference solution is timed for every student, but its correctness grid is not re-run:
+    grade_task(only=...) runs just the named test functions (here a CPU stand-in for a timed test)."""
+    from grader.pipeline import Progress, grade_task
+
+    result = grade_task("task1", SOLUTIONS, tmp_path, rubric_mod.load(), seed=1, progress=Progress(True),
+                        label="reference/", only=("test_large_scores",))
+    assert set(result["tests"]["duration_by_test"]) == {"test_large_scores"}, result["tests"]
