@@ -9,7 +9,10 @@ the grader need:
 * the target architecture of the visible GPU, or with none a fixed list
   (``FALLBACK_ARCHS``) so the code still compiles on a machine without a GPU;
 * the compiler's whole message on failure (:class:`BuildError`), and a
-  non-zero exit from ``python -m taskN.compile``.
+  non-zero exit from ``python -m taskN.compile``;
+* the kit's shared headers (:data:`KIT_INCLUDE_DIR`, ``harness/csrc``: the input
+  checks every kernel file includes as ``"kit_checks.cuh"``) on the include path,
+  always the kit's own, never a submission's.
 
 Environment knobs: ``ATTN_KIT_BUILD_DIR`` (where builds go), ``ATTN_KIT_CUDA_ARCH``
 (e.g. ``"8.0;9.0"``), ``ATTN_KIT_PTXAS_VERBOSE=1`` (print registers and shared
@@ -41,6 +44,10 @@ CXX_FLAGS = ("-O3",)  # the C++ standard is left to PyTorch (2.14 needs C++20)
 BUILD_DIR_ENV = "ATTN_KIT_BUILD_DIR"
 ARCH_ENV = "ATTN_KIT_CUDA_ARCH"
 PTXAS_VERBOSE_ENV = "ATTN_KIT_PTXAS_VERBOSE"
+#: The kit's own headers for the kernel files (``#include "kit_checks.cuh"``). Always the kit's
+#: (a submission holds only its editable files), copied into each build folder's ``include/``
+#: with the sources, and part of the folder's key: editing a header rebuilds every extension.
+KIT_INCLUDE_DIR = REPO_ROOT / "harness" / "csrc"
 
 # The nvcc on some machines' PATH is a wrapper script; PyTorch then guesses the
 # toolkit's root wrongly and cannot link cudart. Point it at the real toolkit.
@@ -76,8 +83,14 @@ def build_root() -> Path:
     return Path(os.environ.get(BUILD_DIR_ENV, REPO_ROOT / "build")).resolve()
 
 
+def kit_headers() -> list[Path]:
+    """The kit's shared headers (:data:`KIT_INCLUDE_DIR`), in a fixed order."""
+    return sorted(p for p in KIT_INCLUDE_DIR.iterdir() if p.is_file()) if KIT_INCLUDE_DIR.is_dir() else []
+
+
 def _build_dir(name: str, sources: list[Path], archs: str, group: str) -> Path:
-    """A folder keyed by what is built: the sources' contents, architectures, flags, torch.
+    """A folder keyed by what is built: the sources' and the kit headers' contents,
+    architectures, flags, torch.
 
     Content addressing means identical sources are built once, wherever they
     sit (the grader stages the same kernel into several task folders), and
@@ -90,6 +103,8 @@ def _build_dir(name: str, sources: list[Path], archs: str, group: str) -> Path:
         digest.update(part.encode() + b"\0")
     for src in sources:
         digest.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    for header in kit_headers():  # what the sources #include from the kit
+        digest.update(b"include/" + header.name.encode() + b"\0" + header.read_bytes() + b"\0")
     path = build_root() / group / f"{name}-{digest.hexdigest()[:12]}"
     path.mkdir(parents=True, exist_ok=True)
     os.utime(path)  # most recently used: kept by the pruning below
@@ -135,16 +150,27 @@ def _prune_old_builds(build_dir: Path) -> None:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def _copy_sources(sources: list[Path], build_dir: Path) -> list[Path]:
-    """Copy the sources into the build folder (once), so the build never depends on where they came from."""
+def _copy_into(srcs: list[Path], folder: Path) -> list[Path]:
     copies = []
-    for src in sources:
-        dst = build_dir / "src" / src.name
+    for src in srcs:
+        dst = folder / src.name
         dst.parent.mkdir(exist_ok=True)
         if not dst.exists() or dst.read_bytes() != src.read_bytes():
             dst.write_bytes(src.read_bytes())
         copies.append(dst)
     return copies
+
+
+def _copy_sources(sources: list[Path], build_dir: Path) -> list[Path]:
+    """Copy the sources into the build folder (once), so the build never depends on where they came from."""
+    return _copy_into(sources, build_dir / "src")
+
+
+def _copy_kit_headers(build_dir: Path) -> list[Path]:
+    """Copy the kit's headers into ``build_dir/include`` (the include path the build gets), for the
+    same reason: the compile commands then name no staged kit folder, so a cached build is reused
+    from any copy of the kit (the grader stages one per task) instead of being recompiled."""
+    return _copy_into(kit_headers(), build_dir / "include")
 
 
 def load_extension(name: str, *, verbose: bool = False) -> ModuleType:
@@ -191,12 +217,13 @@ def build_sources(name: str, sources: list[Path], group: str, *, verbose: bool =
         # file here was left by a build that was killed, and would block forever.
         (build_dir / "lock").unlink(missing_ok=True)
         copies = _copy_sources(sources, build_dir)
+        headers = _copy_kit_headers(build_dir)
         _prune_old_builds(build_dir)
-        return _load(name, sources, copies, build_dir, archs, verbose)
+        return _load(name, sources, copies, build_dir, archs, verbose, headers)
 
 
 def _load(name: str, sources: list[Path], copies: list[Path], build_dir: Path, archs: str,
-          verbose: bool) -> ModuleType:
+          verbose: bool, headers: list[Path] | None = None) -> ModuleType:
     from torch.utils import cpp_extension
 
     cuda_flags = list(NVCC_FLAGS)
@@ -215,6 +242,7 @@ def _load(name: str, sources: list[Path], copies: list[Path], build_dir: Path, a
                 sources=[str(c) for c in copies],
                 extra_cflags=list(CXX_FLAGS),
                 extra_cuda_cflags=cuda_flags,
+                extra_include_paths=[str(build_dir / "include")],
                 build_directory=str(build_dir),
                 verbose=verbose,
             )
@@ -225,6 +253,8 @@ def _load(name: str, sources: list[Path], copies: list[Path], build_dir: Path, a
             log = extra + "\n" + log
         for copy, src in zip(copies, sources):  # point messages at the file the student edits
             log = log.replace(str(copy), str(src))
+        for copy in headers or ():  # and at the kit's header, not its copy
+            log = log.replace(str(copy), str(KIT_INCLUDE_DIR / copy.name))
         raise BuildError(name, log) from exc
     finally:
         if previous is None:

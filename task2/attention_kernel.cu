@@ -21,96 +21,18 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
+#include "kit_checks.cuh"  // KIT_CHECK and the input checks (harness/csrc; provided)
+
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 // ============================================================================
-// Provided: input checks and layout helpers
+// Provided: layout helpers (the input checks are in kit_checks.cuh)
 // ============================================================================
-
-// Error messages are joined from text pieces, numbers through std::to_string.
-// (Streaming integers into TORCH_CHECK crashed inside the C++ library's number
-// formatting on a machine whose libstdc++ was older than the compiler's headers.)
-static std::string to_text(const char* s) { return s; }
-static std::string to_text(const std::string& s) { return s; }
-static std::string to_text(int64_t v) { return std::to_string(v); }
-static std::string to_text(c10::ScalarType t) { return c10::toString(t); }
-static std::string to_text(const c10::Device& d) { return d.str(); }
-static std::string to_text(c10::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
-template <typename... Parts>
-static std::string message(const Parts&... parts) {
-  std::string s;
-  (s.append(to_text(parts)), ...);
-  return s;
-}
 
 // The largest head_dim the attention functions accept (as in Task 4).
 constexpr int MAX_HEAD_DIM = 128;
-// Grid limits of CUDA: gridDim.y and gridDim.z are at most 65535.
-constexpr int64_t MAX_GRID_YZ = 65535;
-
-static void check_float_cuda(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), message(name, " must be a CUDA tensor, got one on ", t.device()));
-  TORCH_CHECK(t.scalar_type() == torch::kFloat32,
-              message(name, " must be float32, got ", t.scalar_type()));
-  TORCH_CHECK(t.is_contiguous(),
-              message(name, " must be contiguous (call .contiguous() on it first)"));
-}
-
-// Checks the operands of a batched GEMM; `b_transposed` says whether b is [batch, N, K].
-static void check_gemm_inputs(const torch::Tensor& a, const torch::Tensor& b, bool b_transposed) {
-  check_float_cuda(a, "a");
-  check_float_cuda(b, "b");
-  TORCH_CHECK(a.dim() == 3 && b.dim() == 3,
-              message("a and b must be 3-D [batch, rows, cols], got ", a.sizes(), " and ",
-                      b.sizes()));
-  TORCH_CHECK(a.device() == b.device(),
-              message("a is on ", a.device(), " but b is on ", b.device()));
-  TORCH_CHECK(a.size(0) == b.size(0),
-              message("a and b must have the same batch size, got ", a.size(0), " and ",
-                      b.size(0)));
-  const int64_t k_of_b = b_transposed ? b.size(2) : b.size(1);
-  TORCH_CHECK(a.size(2) == k_of_b,
-              message("inner dimensions differ: a is ", a.sizes(), ", b is ", b.sizes(),
-                      b_transposed ? " (computing a @ b^T)" : " (computing a @ b)"));
-  TORCH_CHECK(a.size(0) <= MAX_GRID_YZ,
-              message("batch size ", a.size(0),
-                      " is larger than 65535 (the batch is the grid's z dimension)"));
-}
-
-// Checks q, k, v [B, S, heads*head_dim] and returns head_dim.
-static int64_t check_attention_inputs(const torch::Tensor& q, const torch::Tensor& k,
-                                      const torch::Tensor& v, int64_t num_heads) {
-  const torch::Tensor* named[3] = {&q, &k, &v};
-  const char* names[3] = {"q", "k", "v"};
-  for (int i = 0; i < 3; ++i) {
-    const torch::Tensor& t = *named[i];
-    check_float_cuda(t, names[i]);
-    TORCH_CHECK(t.dim() == 3,
-                message(names[i], " must have shape [batch, seq_len, hidden_dim], got ",
-                        t.sizes()));
-    TORCH_CHECK(t.sizes() == q.sizes(),
-                message(names[i], " has shape ", t.sizes(), " but q has ", q.sizes(),
-                        ": q, k and v must have the same shape"));
-    TORCH_CHECK(t.device() == q.device(),
-                message(names[i], " is on ", t.device(), " but q is on ", q.device()));
-  }
-  const int64_t hidden = q.size(2);
-  TORCH_CHECK(num_heads > 0 && hidden % num_heads == 0,
-              message("hidden_dim=", hidden, " must be a positive multiple of num_heads=",
-                      num_heads));
-  const int64_t head_dim = hidden / num_heads;
-  TORCH_CHECK(head_dim <= MAX_HEAD_DIM,
-              message("head_dim=", head_dim, " (hidden_dim ", hidden, " / ", num_heads,
-                      " heads) is larger than the supported maximum ",
-                      static_cast<int64_t>(MAX_HEAD_DIM)));
-  return head_dim;
-}
 
 // [B, S, heads*head_dim] -> contiguous [B*heads, S, head_dim]
 static torch::Tensor split_heads(const torch::Tensor& x, int64_t num_heads) {
@@ -180,8 +102,7 @@ torch::Tensor test_batched_softmax(torch::Tensor inp, int64_t dim) {
   check_float_cuda(inp, "inp");
   TORCH_CHECK(inp.dim() >= 1, "inp must have at least one dimension");
   const int64_t ndim = inp.dim();
-  TORCH_CHECK(dim >= -ndim && dim < ndim,
-              message("dim=", dim, " is out of range for a ", ndim, "-D tensor"));
+  KIT_CHECK(dim >= -ndim && dim < ndim, "dim=", dim, " is out of range for a ", ndim, "-D tensor");
   if (dim < 0) dim += ndim;
   const c10::cuda::CUDAGuard guard(inp.device());
   // The kernel normalises contiguous rows: move `dim` last (a copy), and back afterwards.
@@ -241,7 +162,7 @@ torch::Tensor test_batched_GEMM_NN(torch::Tensor a, torch::Tensor b) {
   const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   torch::Tensor c = torch::empty({batch, M, N}, a.options());
   if (c.numel() == 0) return c;
-  TORCH_CHECK((M + TILE - 1) / TILE <= MAX_GRID_YZ, message("M=", M, " has too many row tiles"));
+  KIT_CHECK((M + TILE - 1) / TILE <= MAX_GRID_YZ, "M=", M, " has too many row tiles");
   const dim3 threads(TILE, TILE);
   const dim3 blocks((N + TILE - 1) / TILE, (M + TILE - 1) / TILE, batch);
   gemm_nn_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -259,7 +180,7 @@ torch::Tensor test_batched_GEMM_NT(torch::Tensor a, torch::Tensor b) {
   const int64_t batch = a.size(0), M = a.size(1), K = a.size(2), N = b.size(1);
   torch::Tensor c = torch::empty({batch, M, N}, a.options());
   if (c.numel() == 0) return c;
-  TORCH_CHECK((M + TILE - 1) / TILE <= MAX_GRID_YZ, message("M=", M, " has too many row tiles"));
+  KIT_CHECK((M + TILE - 1) / TILE <= MAX_GRID_YZ, "M=", M, " has too many row tiles");
   const dim3 threads(TILE, TILE);
   const dim3 blocks((N + TILE - 1) / TILE, (M + TILE - 1) / TILE, batch);
   gemm_nt_kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -276,12 +197,11 @@ torch::Tensor custom_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v
   // Delete the next line once custom_attention is written.
   TORCH_CHECK_NOT_IMPLEMENTED(
       false, "not implemented yet: custom_attention (README, Task 2, step 3)");
-  const int64_t head_dim = check_attention_inputs(q, k, v, num_heads);
+  const int64_t head_dim = check_attention_inputs(q, k, v, num_heads, MAX_HEAD_DIM);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), S = q.size(1);
-  TORCH_CHECK(B * num_heads <= MAX_GRID_YZ,
-              message("batch*heads=", B * num_heads,
-                      " is larger than 65535 (it is the grid's z dimension)"));
+  KIT_CHECK(B * num_heads <= MAX_GRID_YZ, "batch*heads=", B * num_heads,
+            " is larger than 65535 (it is the grid's z dimension)");
   if (q.numel() == 0) return torch::empty_like(q);
   torch::Tensor qh = split_heads(q, num_heads);  // [BH, S, d]
   torch::Tensor kh = split_heads(k, num_heads);

@@ -20,69 +20,18 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
+#include "kit_checks.cuh"  // KIT_CHECK and the input checks (harness/csrc; provided)
+
 #include <cmath>
 #include <string>
 
 // ============================================================================
-// Provided: input checks, layout helpers, shared-memory set-up
+// Provided: layout helpers (the input checks and allow_dynamic_shared_memory()
+// are in kit_checks.cuh)
 // ============================================================================
-
-// Error messages are joined from text pieces, numbers through std::to_string.
-// (Streaming integers into TORCH_CHECK crashed inside the C++ library's number
-// formatting on a machine whose libstdc++ was older than the compiler's headers.)
-static std::string to_text(const char* s) { return s; }
-static std::string to_text(const std::string& s) { return s; }
-static std::string to_text(int64_t v) { return std::to_string(v); }
-static std::string to_text(c10::ScalarType t) { return c10::toString(t); }
-static std::string to_text(const c10::Device& d) { return d.str(); }
-static std::string to_text(c10::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
-template <typename... Parts>
-static std::string message(const Parts&... parts) {
-  std::string s;
-  (s.append(to_text(parts)), ...);
-  return s;
-}
 
 // The largest head_dim this kernel supports (the shared-memory tiles are sized for it).
 constexpr int MAX_HEAD_DIM = 128;
-
-// Checks every input and returns head_dim. A wrong input gets a clear Python
-// exception here instead of a wrong answer or a crash inside the kernel.
-static int64_t check_attention_inputs(const torch::Tensor& q, const torch::Tensor& k,
-                                      const torch::Tensor& v, int64_t num_heads) {
-  const torch::Tensor* named[3] = {&q, &k, &v};
-  const char* names[3] = {"q", "k", "v"};
-  for (int i = 0; i < 3; ++i) {
-    const torch::Tensor& t = *named[i];
-    TORCH_CHECK(t.is_cuda(), message(names[i], " must be a CUDA tensor, got one on ", t.device()));
-    TORCH_CHECK(t.scalar_type() == torch::kFloat32,
-                message(names[i], " must be float32, got ", t.scalar_type()));
-    TORCH_CHECK(t.dim() == 3,
-                message(names[i], " must have shape [batch, seq_len, hidden_dim], got ",
-                        t.sizes()));
-    TORCH_CHECK(t.is_contiguous(),
-                message(names[i], " must be contiguous (call .contiguous() on it first)"));
-    TORCH_CHECK(t.sizes() == q.sizes(),
-                message(names[i], " has shape ", t.sizes(), " but q has ", q.sizes(),
-                        ": q, k and v must have the same shape"));
-    TORCH_CHECK(t.device() == q.device(),
-                message(names[i], " is on ", t.device(), " but q is on ", q.device()));
-  }
-  const int64_t hidden = q.size(2);
-  TORCH_CHECK(num_heads > 0 && hidden % num_heads == 0,
-              message("hidden_dim=", hidden, " must be a positive multiple of num_heads=",
-                      num_heads));
-  const int64_t head_dim = hidden / num_heads;
-  TORCH_CHECK(head_dim <= MAX_HEAD_DIM,
-              message("head_dim=", head_dim, " (hidden_dim ", hidden, " / ", num_heads,
-                      " heads) is larger than the supported maximum ",
-                      static_cast<int64_t>(MAX_HEAD_DIM)));
-  return head_dim;
-}
 
 // [B, S, heads*head_dim] -> contiguous [B*heads, S, padded_dim] (zero-padded columns).
 static torch::Tensor split_heads(const torch::Tensor& x, int64_t num_heads, int64_t padded_dim) {
@@ -99,20 +48,6 @@ static torch::Tensor merge_heads(const torch::Tensor& o, int64_t B, int64_t num_
   torch::Tensor t = o.view({B, num_heads, S, o.size(2)});
   if (o.size(2) != head_dim) t = t.narrow(3, 0, head_dim);
   return t.permute({0, 2, 1, 3}).contiguous().view({B, S, num_heads * head_dim});
-}
-
-// A kernel may use more than 48 KB of dynamic shared memory only after this call.
-// Bigger tiles (B_r, B_c) need more: this gives a clear error when they no longer fit.
-static void allow_dynamic_shared_memory(const void* kernel, size_t bytes) {
-  int device = 0, limit = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TORCH_CHECK(bytes <= static_cast<size_t>(limit),
-              message("the tiles need ", bytes,
-                      " bytes of shared memory per block, but this GPU allows at most ", limit,
-                      ": choose smaller tile sizes (B_r, B_c)"));
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(bytes)));
 }
 
 // ============================================================================
@@ -182,7 +117,7 @@ torch::Tensor custom_flash_attention(torch::Tensor q, torch::Tensor k, torch::Te
   // Delete the next line once flash_attention_kernel is written.
   TORCH_CHECK_NOT_IMPLEMENTED(
       false, "not implemented yet: the fused FlashAttention kernel (README, Task 4)");
-  const int64_t head_dim = check_attention_inputs(q, k, v, num_heads);
+  const int64_t head_dim = check_attention_inputs(q, k, v, num_heads, MAX_HEAD_DIM);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), S = q.size(1);
   if (q.numel() == 0) return torch::empty_like(q);
@@ -198,9 +133,8 @@ torch::Tensor custom_flash_attention(torch::Tensor q, torch::Tensor k, torch::Te
   allow_dynamic_shared_memory(reinterpret_cast<const void*>(flash_attention_kernel), smem_bytes);
 
   const int64_t n_qtiles = (S + B_r - 1) / B_r;
-  TORCH_CHECK(qh.size(0) <= 65535,
-              message("batch*heads=", qh.size(0),
-                      " is larger than 65535 (the grid's y dimension)"));
+  KIT_CHECK(qh.size(0) <= MAX_GRID_YZ, "batch*heads=", qh.size(0),
+            " is larger than 65535 (the grid's y dimension)");
   const dim3 grid(static_cast<unsigned>(n_qtiles), static_cast<unsigned>(qh.size(0)));
   flash_attention_kernel<<<grid, THREADS, smem_bytes, c10::cuda::getCurrentCUDAStream()>>>(
       qh.data_ptr<float>(), kh.data_ptr<float>(), vh.data_ptr<float>(), oh.data_ptr<float>(),

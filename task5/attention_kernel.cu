@@ -27,9 +27,10 @@
 // it may attend to every valid key: `causal` changes nothing here.
 //
 // The host functions below already validate their inputs (shapes, dtypes,
-// devices, cache bounds) with KIT_CHECK (below): keep those checks. Each TODO says
-// what to add; delete the TORCH_CHECK_NOT_IMPLEMENTED line of a step once your
-// code for it is in place.
+// devices, cache bounds) with KIT_CHECK (from kit_checks.cuh, provided): keep
+// those checks, and use KIT_CHECK for any check you add. Each TODO says what to
+// add; delete the TORCH_CHECK_NOT_IMPLEMENTED line of a step once your code for
+// it is in place.
 
 #include <torch/extension.h>
 
@@ -38,42 +39,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
+#include "kit_checks.cuh"  // KIT_CHECK and the input checks (harness/csrc; provided)
+
 #include <cmath>
 #include <cstdint>
 #include <string>
-#include <type_traits>
-
-// ---------------------------------------------------------------------------
-// Error messages. KIT_CHECK(cond, parts...) is TORCH_CHECK with the message
-// assembled from strings, integers, sizes, dtypes and devices by std::to_string
-// and std::string alone, then handed to TORCH_CHECK as one C string. On the
-// GPU image this kit was checked on, a failing TORCH_CHECK whose message
-// streamed an integer crashed the Python process (a segmentation fault instead
-// of a RuntimeError); this path never uses that stream.
-// ---------------------------------------------------------------------------
-namespace kit_msg {
-inline std::string piece(const char* s) { return s; }
-inline std::string piece(const std::string& s) { return s; }
-template <typename T, typename = std::enable_if_t<std::is_integral_v<T>>>
-inline std::string piece(T v) { return std::to_string(v); }
-inline std::string piece(c10::IntArrayRef a) {
-  std::string s = "[";
-  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
-  return s + "]";
-}
-inline std::string piece(c10::ScalarType t) { return c10::toString(t); }
-inline std::string piece(const c10::Device& d) { return d.str(); }
-template <typename... Args>
-std::string cat(const Args&... args) { return (std::string() + ... + piece(args)); }
-}  // namespace kit_msg
-
-#define KIT_CHECK(cond, ...)                                        \
-  do {                                                              \
-    if (!(cond)) {                                                  \
-      const std::string kit_message_ = kit_msg::cat(__VA_ARGS__);   \
-      TORCH_CHECK(false, kit_message_.c_str());                     \
-    }                                                               \
-  } while (0)
 
 // ---------------------------------------------------------------------------
 // Step 1: update_cache_kernel
@@ -122,19 +92,13 @@ __global__ void decode_kernel(const float* __restrict__ q, const float* __restri
 // Host side (provided, apart from the launches)
 // ---------------------------------------------------------------------------
 
-static void check_float_cuda(const torch::Tensor& t, const char* fn, const char* name) {
-  KIT_CHECK(t.is_cuda(), fn, ": ", name, " must be a CUDA tensor (got one on ", t.device(), ")");
-  KIT_CHECK(t.scalar_type() == torch::kFloat32, fn, ": ", name, " must be float32 (got ",
-              t.scalar_type(), ")");
-}
-
 void update_kv_cache(torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor k,
                      torch::Tensor v, int64_t current_pos) {
   const char* fn = "update_kv_cache";
-  check_float_cuda(k_cache, fn, "k_cache");
-  check_float_cuda(v_cache, fn, "v_cache");
-  check_float_cuda(k, fn, "k");
-  check_float_cuda(v, fn, "v");
+  check_cuda_float32(k_cache, "k_cache", fn);
+  check_cuda_float32(v_cache, "v_cache", fn);
+  check_cuda_float32(k, "k", fn);
+  check_cuda_float32(v, "v", fn);
   KIT_CHECK(k_cache.dim() == 3, fn, ": k_cache must be [B, max_seq_len, H], got ",
               k_cache.sizes());
   KIT_CHECK(v_cache.sizes() == k_cache.sizes(), fn, ": v_cache ", v_cache.sizes(),
@@ -176,9 +140,9 @@ torch::Tensor custom_flash_attention_decode(torch::Tensor q, torch::Tensor k, to
   (void)causal;      // one query at the last position: the mask hides nothing
   (void)num_splits;  // only for the optional split-K version
   const char* fn = "custom_flash_attention_decode";
-  check_float_cuda(q, fn, "q");
-  check_float_cuda(k, fn, "k");
-  check_float_cuda(v, fn, "v");
+  check_cuda_float32(q, "q", fn);
+  check_cuda_float32(k, "k", fn);
+  check_cuda_float32(v, "v", fn);
   KIT_CHECK(k.device() == q.device() && v.device() == q.device(), fn,
               ": q, k and v must be on the same device");
   const bool q2d = q.dim() == 2;

@@ -372,7 +372,7 @@ def test_published_speed(record):
 # Every call below must raise an error and leave the cache untouched. The calls
 # run in a child process: should a check crash instead of raising (seen once on
 # the H200 image with a TORCH_CHECK message that streamed an integer; see
-# KIT_CHECK in the .cu file), this test fails, names the input, and the rest of
+# KIT_CHECK in harness/csrc/kit_checks.cuh), this test fails, names the input, and the rest of
 # the run goes on.
 _BAD_INPUTS_SCRIPT = r"""
 import torch
