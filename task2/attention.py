@@ -10,9 +10,7 @@ when this module is imported, so importing it never starts a compiler.
 """
 from __future__ import annotations
 
-from torch import nn
-
-from harness.argument_checks import check_heads, check_hidden_states
+from harness.kernel_attention import KernelAttention
 
 EXTENSION = "custom_self_attention"
 
@@ -24,27 +22,13 @@ def extension():
     return built(EXTENSION)
 
 
-class CustomSelfAttention(nn.Module):
-    """Multi-head self-attention with given weights (``nn.Linear`` layout: ``q = x @ w_q.T``).
+class CustomSelfAttention(KernelAttention):
+    """Multi-head self-attention with given weights (``nn.Linear`` layout: ``q = x @ w_q.T``)
+    whose core runs on your kernels of ``task2/attention_kernel.cu``.
 
     ``x`` must be a float32 CUDA tensor ``[batch, seq_len, hidden_dim]``.
     """
 
-    def __init__(self, w_q, w_k, w_v, w_o, hidden_dim, num_heads):
-        super().__init__()
-        self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.head_dim = check_heads(hidden_dim, num_heads)
-        self.w_q, self.w_k, self.w_v, self.w_o = w_q, w_k, w_v, w_o
-
-    def forward(self, x, causal=False):
-        check_hidden_states(x, self.hidden_dim, self.w_q)
-        # Projections in PyTorch: [B, S, H] each, contiguous.
-        q = x @ self.w_q.T
-        k = x @ self.w_k.T
-        v = x @ self.w_v.T
+    def core(self, q, k, v, causal: bool):
         # The attention core on your kernels: [B, S, H] in, [B, S, H] out.
-        out = extension().custom_attention(
-            q.contiguous(), k.contiguous(), v.contiguous(), self.num_heads, bool(causal)
-        )
-        return out @ self.w_o.T
+        return extension().custom_attention(q, k, v, self.num_heads, causal)
