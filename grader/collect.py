@@ -10,7 +10,9 @@ and writes, into ``RESULTS_DIR``:
   distribution), speedups against the reference, and where the grading time went
   (stage, build, tests, score), aggregated over the class;
 * plots (with matplotlib): ``scores.png`` (score distributions), ``speedups.png``
-  (tasks 4-6, the reference solution's speedup marked), ``time.png``.
+  (tasks 4-6, the reference solution's speedup marked), ``time.png``;
+* ``leaderboard.md`` and ``leaderboard.png``: each speedup, students ranked by it
+  (see :mod:`grader.leaderboard`).
 
 It only reads the results and rewrites its own outputs, so running it again gives
 the same files. A student whose result is missing or broken gets a row that says
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from harness.tasks import TASKS
 
+from . import leaderboard
 from .class_results import DONE, read_result, roster, submissions_in
 
 GRADEBOOK = "gradebook.csv"
@@ -406,4 +409,7 @@ def collect(results_dir: Path, submissions_dir: Path | None = None, plots: bool 
     print(f"summary: {results_dir / SUMMARY_MD}, {results_dir / SUMMARY_JSON}", file=out)
     print("plots: " + (", ".join(str(results_dir / p) for p in written) or "none") + (f" ({note})" if note else ""),
           file=out)
+    boards, files, board_note = leaderboard.write(results_dir, rows, plots)
+    print(f"leaderboard: {', '.join(str(results_dir / f) for f in files)} ({len(boards)} board(s))"
+          + (f" ({board_note})" if board_note else ""), file=out)
     return s

@@ -70,7 +70,7 @@ def gradescope(results: dict) -> dict:
                 status="passed" if s["status"] == "passed" else "failed", visibility="visible",
                 output=_cut(s["reason"] + "".join(f"\n{k}: {v:.3g}x" for k, v in s["configs"].items())),
             ))
-            if s.get("value"):
+            if s.get("ranked") and not s.get("flagged") and s.get("value"):
                 leaderboard.append(dict(name=f"Task {n} speedup", value=round(s["value"], 4), order="desc"))
     score, _ = total_points(results)
     flags = results.get("flags", []) + [f for r in results.get("tasks", {}).values() for f in r.get("flags", [])]

@@ -59,6 +59,11 @@ class SpeedupResult:
     basis: str = ""
     configs: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    #: On the leaderboards (Gradescope's and grader collect's): measured on every timed
+    #: configuration, each output right, every correctness check passed.
+    ranked: bool = False
+    #: Implausibly fast: on the leaderboard only as "flagged for review".
+    flagged: bool = False
 
 
 @dataclass
@@ -206,12 +211,14 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
                 + ("" if pay_implausible else " (its points are held until then)")
             )
             held = not pay_implausible
+            result.flagged = True
     else:
         result.basis = "absolute (no reference solution in this run)"
         full, zero = speedup.absolute_full_at, speedup.absolute_zero_at
     if not gate_open:
         result.reason = "speed is scored only once every correctness check passes in full"
         return result
+    result.ranked = True
     if held:
         result.reason = (f"{result.value:.3g}x is more than {implausible_factor:g}x the reference's {reference:.3g}x: "
                          "held for review (rubric: pay_implausible_before_review = false)")

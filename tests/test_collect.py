@@ -19,7 +19,7 @@ from harness.tasks import REPO_ROOT
 
 
 def task_result(task, points, max_points, status="graded", flags=(), speedup=None, reference=None, build=None,
-                tests_s=10.0):
+                tests_s=10.0, ranked=True, flagged=False):
     r = dict(task=task, title="", points=points, max_points=max_points, status=status, reason="", flags=list(flags),
              stage_seconds=dict(stage=0.1, tests=tests_s, score=0.01), checks=[], speedups=[],
              tests=dict(duration_by_test={"test_a": tests_s / 2, "test_b": 0.01}), reference_speedups={})
@@ -28,7 +28,7 @@ def task_result(task, points, max_points, status="graded", flags=(), speedup=Non
     if speedup is not None:
         r["speedups"] = [dict(name="attention core vs PyTorch SDPA (float32)", points=1.0, max_points=2.0,
                               status="failed", value=speedup, reference=reference, basis="reference",
-                              configs={"c1": speedup}, reason="")]
+                              configs={"c1": speedup}, reason="", ranked=ranked, flagged=flagged)]
         r["reference_speedups"] = {"attention core vs PyTorch SDPA (float32)": reference} if reference else {}
     return r
 
@@ -56,7 +56,8 @@ def class_results(tmp_path):
                               "task4": task_result("task4", 4, 4, build=50.0, speedup=0.9, reference=1.0)})
     write_result(res, "bo", {"task1": task_result("task1", 1, 2),
                              "task4": task_result("task4", 2.5, 4, build=70.0, speedup=4.0, reference=1.2,
-                                                  flags=["implausible speedup for 'attention core': 4x"])},
+                                                  flags=["implausible speedup for 'attention core': 4x"],
+                                                  flagged=True)},
                  flags=["Results.md: task4 row 'core' column 1 reports 9 but the grader measured 1"])
     write_result(res, "cy", {"task1": task_result("task1", 0, 2, status="not implemented"),
                              "task4": task_result("task4", 0, 4, status="build failed", build=20.0)})
@@ -152,3 +153,23 @@ def test_cli(class_results, tmp_path):
     assert "7 student(s)" in ok.stdout and "missing: gus" in ok.stdout
     missing = subprocess.run(run + [str(tmp_path / "nope")], cwd=REPO_ROOT, capture_output=True, text=True)
     assert missing.returncode == 3 and "does not exist" in missing.stderr
+
+
+def test_the_leaderboard_ranks_only_measured_right_speedups(class_results, tmp_path):
+    from grader.leaderboard import LEADERBOARD_MD
+    from grader.report import gradescope
+
+    res, subs = class_results
+    # A kernel that failed a correctness check has a speedup, but no place on the board.
+    write_result(res, "hal", {"task4": task_result("task4", 1, 4, speedup=9.0, reference=1.0, ranked=False)})
+    collect(res, subs)
+    text = (res / LEADERBOARD_MD).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split(" | ")[1] for r in rows] == ["bo", "ada"], text  # best first
+    assert "flagged for review" in rows[0] and "0.90" in rows[1], text
+    assert "hal" not in text
+    # Gradescope's leaderboard, which students see, shows ranked speedups not flagged for review.
+    ada = json.loads((res / "ada" / "raw.json").read_text())
+    bo = json.loads((res / "bo" / "raw.json").read_text())
+    assert gradescope(ada)["leaderboard"] == [dict(name="Task 4 speedup", value=0.9, order="desc")]
+    assert "leaderboard" not in gradescope(bo)
