@@ -8,7 +8,8 @@ Run ``python -m task5.test`` (after ``python -m task5.compile``). What is checke
 * ``custom_flash_attention_decode`` against a float64 reference on odd lengths,
   several head sizes, B=1, with the cache read in place (rows past the valid
   prefix hold NaN, so reading them shows), and without calling PyTorch's
-  matmul/softmax;
+  matmul/softmax; also on scores of about a hundred, whole and split over the
+  cache, where exp overflows float32 without the running maximum;
 * the whole ``CustomFlashAttention`` module through prefill and decode steps,
   every step's output against float64 (causal and not; S=1 prefill; a second
   prefill after a cached prefix);
@@ -29,7 +30,7 @@ import torch
 
 from harness import formulas
 from harness.shared_checks import (
-    MODULE_DIMS, SdpaCacheAttention, mha_forward, narrowed_call, new_cache_pair, nn_multihead_attention,
+    LARGE_SCORES_STD, MODULE_DIMS, SdpaCacheAttention, mha_forward, narrowed_call, new_cache_pair, nn_multihead_attention,
     run_input_checks,
 )
 from harness.compare import CheckFailed, assert_close, compare, strict_float32
@@ -123,12 +124,13 @@ DECODE_CASES = [
 ]
 
 
-def _decode_problem(case, tag):
+def _decode_problem(case, tag, std: float = 1.0):
+    """q and caches whose rows past ``length`` hold NaN; q and k with standard deviation ``std``."""
     b, length, max_len, h, heads = case
-    q = randn(b, 1, h, tag=f"{tag}/q", device=DEVICE)
+    q = randn(b, 1, h, tag=f"{tag}/q", device=DEVICE, std=std)
     k_cache = torch.full((b, max_len, h), NAN, device=DEVICE)
     v_cache = torch.full((b, max_len, h), NAN, device=DEVICE)
-    k_cache[:, :length] = randn(b, length, h, tag=f"{tag}/k", device=DEVICE)
+    k_cache[:, :length] = randn(b, length, h, tag=f"{tag}/k", device=DEVICE, std=std)
     v_cache[:, :length] = randn(b, length, h, tag=f"{tag}/v", device=DEVICE)
     return q, k_cache, v_cache
 
@@ -166,6 +168,24 @@ def test_decode_kernel(case, causal, record):
     assert torch.equal(_bits(k_cache), before[0]) and torch.equal(_bits(v_cache), before[1]), (
         "custom_flash_attention_decode changed the KV cache: it must only read it"
     )
+    record("decode_error", **report.as_dict())
+
+
+@pytest.mark.parametrize("splits", [1, 7], ids=lambda n: f"splits{n}")
+def test_decode_kernel_large_scores(splits, record):
+    """Scores of about a hundred: exp overflows float32 unless the kernel subtracts its running
+    maximum, and, split over the cache (FlashDecoding), the merge rescales every part by the
+    maximum over all of them."""
+    case = (2, 1000, 1024, 512, 4)
+    b, length, _, _, heads = case
+    q, k_cache, v_cache = _decode_problem(case, f"task5/decode-large/{splits}", std=LARGE_SCORES_STD)
+    out = _kernels().custom_flash_attention_decode(q, k_cache, v_cache, heads, False, seq_len=length,
+                                                  num_splits=splits)
+    ref, t32 = _decode_reference(q, k_cache, v_cache, heads, length)
+    report = assert_close(
+        out, ref, t32, what="decode output with large scores (a NaN or inf here means exp ran on a score without "
+        "the running maximum subtracted, or the splits were merged without rescaling)", dims=MODULE_DIMS,
+        context=dict(B=b, seq_len=length, num_splits=splits, std=LARGE_SCORES_STD))
     record("decode_error", **report.as_dict())
 
 
