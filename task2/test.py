@@ -26,7 +26,7 @@ import torch
 
 from harness import formulas
 from harness.shared_checks import (
-    MODULE_SHAPES, check_attention_core, check_attention_module, core_id, module_id, poison_free_memory,
+    LARGE_SCORES_STD, MODULE_SHAPES, check_attention_core, check_attention_module, core_id, module_id, poison_free_memory,
     run_input_checks,
 )
 from harness.compare import assert_close, strict_float32
@@ -161,6 +161,18 @@ ATTENTION_CASES = [
 def test_attention_core(case, causal, record):
     report = check_attention_core(_ext().custom_attention, "custom_attention", case, causal,
                                   tag=f"task2/attention/{core_id(case)}", device=DEVICE)
+    record("error", **report.as_dict())
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_attention_core_large_scores(causal, record):
+    """Scores of about a hundred through scale, mask and your softmax: exp overflows float32
+    unless the softmax subtracts the row maximum (and a masked -inf must not become NaN)."""
+    case = (2, 129, 2, 64)
+    report = check_attention_core(_ext().custom_attention, "custom_attention with large scores", case, causal,
+                                  tag=f"task2/attention-large/{core_id(case)}", device=DEVICE,
+                                  std=LARGE_SCORES_STD, hint="a NaN or inf here means exp ran on a score "
+                                  "without the row maximum subtracted")
     record("error", **report.as_dict())
 
 
