@@ -336,6 +336,33 @@ def _wall_distrust(reported_ms: float, wall_ms: float) -> list[str]:
     return []
 
 
+#: What the judge's clock may see around a timed block beyond the time the worker reported,
+#: before the difference counts as work hidden from the timed events (a side stream, a timer
+#: rewritten to read less): a fixed slack for the request and lazy set-up (a library handle
+#: made on the first call), a per-run allowance (the L2 flush, events, Python), and a share
+#: of the reported time for jitter. Warm-up runs are allowed at twice their reported median.
+HIDDEN_WORK_SLACK_MS = 2000.0
+HIDDEN_WORK_PER_RUN_MS = 1.0
+HIDDEN_WORK_SHARE = 0.25
+
+
+def _hidden_work_distrust(cmp: "Comparison", wall_ms: float, warmup: int) -> list[str]:
+    """The judge's clock around the whole block gives a floor on the time the work took: a
+    candidate that reports far less time than passed, with nothing else to explain it, hid work."""
+    c, b = cmp.candidate, cmp.baseline
+    reported = c.total_ms + b.total_ms
+    warmups = max(warmup, 1)
+    allowed = (HIDDEN_WORK_SLACK_MS + HIDDEN_WORK_PER_RUN_MS * (c.reps + b.reps + 2 * warmups)
+               + 2 * warmups * (c.median_ms + b.median_ms) + HIDDEN_WORK_SHARE * reported)
+    unaccounted = wall_ms - reported
+    if unaccounted > allowed:
+        return [f"the timed block took {wall_ms:.0f} ms on the judge's clock, but the worker reported "
+                f"{reported:.0f} ms of work in it: {unaccounted:.0f} ms are unaccounted for (more than the "
+                f"{allowed:.0f} ms overheads could take), as when work runs outside the timed events (a side "
+                "stream) or the timer was rewritten"]
+    return []
+
+
 def _baseline_distrust(worker_ms: float, own: Timing) -> list[str]:
     ratio = worker_ms / own.median_ms if own.median_ms > 0 else math.inf
     if ratio > BASELINE_AGREEMENT[own.clock]:
@@ -366,11 +393,13 @@ def _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_ba
 
 
 def _judged(func: Callable, args: tuple, kwargs: dict, own_timing: Callable[[], Timing] | None) -> Comparison:
-    """``func`` (compare_speed or compare_steps) run in the worker, with the judge's two checks:
-    its own clock around the request, and (``own_timing``) its own timing of the baseline."""
+    """``func`` (compare_speed or compare_steps) run in the worker, with the judge's checks: its
+    own clock around the request (no more time reported than passed, and no large share of the
+    time that passed unreported), and (``own_timing``) its own timing of the baseline."""
     data, wall_ms = _in_worker(func, args, kwargs)
     cmp = Comparison.from_dict(data)
     cmp.distrust += _wall_distrust(cmp.candidate.total_ms + cmp.baseline.total_ms, wall_ms)
+    cmp.distrust += _hidden_work_distrust(cmp, wall_ms, kwargs.get("warmup", DEFAULT_WARMUP))
     if own_timing is not None:
         cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own_timing())
     return cmp

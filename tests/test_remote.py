@@ -178,3 +178,49 @@ def test_an_honest_timing_is_believed(tmp_path, monkeypatch):
     cmp = time_in_judge(tmp_path, monkeypatch, "def fast(x):\n    return x * 2\n", hidden=256, batch=4, seq=128)
     assert cmp.distrust == [], cmp.distrust
     assert cmp.speedup > 1
+
+
+#: A submission that rewrites the kit's timer in its own process: the worker's clock reads a
+#: fiftieth of the time that passes, so its kernel (and the baseline) look 50x faster on paper.
+TIMER_REWRITTEN = '''
+import time
+from harness import timing
+
+STEP_S = 0.15
+_real = time.perf_counter
+
+class _SlowClock:
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    def perf_counter(self):
+        return _real() / 50
+
+def patch():
+    timing.time = _SlowClock()
+
+def work(x):
+    time.sleep(STEP_S)
+    return x
+'''
+
+
+@pytest.mark.parametrize("rewritten", [False, True], ids=["honest", "timer-rewritten"])
+def test_time_the_worker_hides_is_seen_on_the_judges_clock(rewritten, tmp_path, monkeypatch):
+    """The judge's clock around the timed block is a floor on the work done in it: a rewritten
+    timer (or work on a side stream) that reports far less time than passed gets no credit,
+    and an honest block passes."""
+    c = make_client(tmp_path, TIMER_REWRITTEN)
+    monkeypatch.setattr(remote, "_client", c)
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    try:
+        mod = c.import_module("task1.attention")
+        if rewritten:
+            mod.patch()
+        cmp = compare_speed(mod.work, mod.work, [(torch.ones(1),)], warmup=1, min_reps=10, max_reps=10)
+        if rewritten:
+            assert any("unaccounted for" in d for d in cmp.distrust), cmp.distrust
+        else:
+            assert cmp.distrust == [], cmp.distrust
+    finally:
+        c.close()
