@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The grader's GPU check, as one command (about 10 minutes on an H100/H200):
 #
-#   bash scripts/gpu_grader.sh        # logs and reports in $LOG (default /tmp/gpu_grader), copied to $OUT
+#   bash scripts/gpu_grader.sh        # logs and reports in $LOG (default /tmp/gpu_grader), archived to $OUT
 #
 #   1. the containment this node allows (Landlock ABI, or none);
 #   2. the reference solutions' extensions built in parallel into the shared cache;
@@ -19,15 +19,16 @@ mkdir -p "$LOG"
 # shellcheck source=scripts/gpu_env.sh
 . scripts/gpu_env.sh
 t0=$SECONDS
-stamp() { echo "[$((SECONDS - t0)) s] $*" | tee -a "$LOG/progress.log"; }
+stamp() {
+  echo "[$((SECONDS - t0)) s] $*" | tee -a "$LOG/progress.log"
+  [ -z "${OUT:-}" ] || cp "$LOG/progress.log" "$OUT/" 2>/dev/null  # kept even if the call is cut off
+}
 copy_out() {
+  # The device tool brings back only a few files from $OUT: the progress log, and one archive
+  # of everything else (logs, reports, raw.json, every build and test log of every task).
   [ -n "${OUT:-}" ] || return 0
-  cp "$LOG"/*.log "$OUT"/ 2>/dev/null
-  for r in ref stubs published; do
-    [ -f "$LOG/$r/report.md" ] && cp "$LOG/$r/report.md" "$OUT/report-$r.md"
-    [ -f "$LOG/$r/raw.json" ] && cp "$LOG/$r/raw.json" "$OUT/raw-$r.json"
-    [ -d "$LOG/$r/logs" ] && cp -r "$LOG/$r/logs" "$OUT/logs-$r"
-  done
+  cp "$LOG/progress.log" "$OUT/" 2>/dev/null
+  tar -czf "$OUT/gpu_grader.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='published-submission' . 2>/dev/null
   true
 }
 trap copy_out EXIT
@@ -52,6 +53,7 @@ stamp "3. grader run, reference solutions, tasks ${REF_TASKS:=1,2,3,4,5,6,7}"
 timeout ${REF_TIMEOUT:-900} python3 -m grader run --submission "$SOL" --tasks "$REF_TASKS" --out "$LOG/ref" > "$LOG/grade-ref.log" 2>&1
 stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-ref.log")"
 grep -E '^task[0-9]' "$LOG/grade-ref.log" | while read -r line; do stamp "   $line"; done
+copy_out
 fi
 
 grade_stubs() {
