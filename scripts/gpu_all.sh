@@ -34,7 +34,7 @@ follow() {  # print new progress lines until the job says DONE or WAIT seconds p
     sleep 5
   done
   if [ -n "${OUT:-}" ]; then
-    for f in progress.log pytest.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
+    for f in progress.log pytest.log pytest-proof.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
       [ -f "$LOG/$f" ] && cp "$LOG/$f" "$OUT/"
     done
   fi
@@ -95,9 +95,11 @@ if [ "${SUITE_ONLY:-0}" != 1 ]; then
   stamp "   rc=$?: $(grep -E '^RESULT' "$LOG/decode_model.log")"
 fi
 
-stamp "4. pytest (the README's test command)"
+stamp "4. pytest (the README's test command), then the slow proofs (pytest -m proof)"
 timeout 1500 python3 -m pytest -rfEs --durations=25 > "$LOG/pytest.log" 2>&1
-stamp "   pytest rc=$?: $(tail -n 1 "$LOG/pytest.log")"
+stamp "   pytest rc=$?: $(grep -E ' (passed|failed)' "$LOG/pytest.log" | tail -n 1)"
+timeout 1500 python3 -m pytest -rfEs -m proof > "$LOG/pytest-proof.log" 2>&1
+stamp "   pytest -m proof rc=$?: $(tail -n 1 "$LOG/pytest-proof.log")"
 
 if [ "${SUITE_ONLY:-0}" != 1 ]; then
   stamp "5. benchmarks of tasks 4 and 5"

@@ -181,6 +181,7 @@ def test_cli_exit_codes(tmp_path):
 
 @requires_cuda
 @pytest.mark.gpu
+@pytest.mark.proof
 def test_every_gpu_task_on_a_gpu(tmp_path, record):
     """On a GPU: the reference solution gets full marks in every GPU task, the untouched stubs zero.
 

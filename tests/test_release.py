@@ -27,6 +27,7 @@ def build_cache(tmp_path_factory):
     return named if named else tmp_path_factory.mktemp("build-cache")
 
 
+@pytest.mark.proof
 def test_release_is_clean(tmp_path, monkeypatch, build_cache, capsys):
     monkeypatch.setenv("ATTN_KIT_CUDA_ARCH", CI_ARCH)
     can_build = torch.version.cuda is not None and shutil.which("nvcc") is not None
