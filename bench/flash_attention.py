@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import hashlib
 import json
 import os
 import subprocess
@@ -51,8 +52,11 @@ def build_variant(spec: str, verbose: bool = False):
     prefetch = rest[0] if rest else 1
     name = variant_name(spec)
     archs = build.target_archs()
-    build_dir = build.build_root() / "bench" / f"{name}-{archs.replace(';', '_').replace('.', '')}"
+    # Keyed on the kit's headers too (the kernel includes harness/csrc/kit_checks.cuh).
+    headers = hashlib.sha1(b"".join(h.read_bytes() for h in build.kit_headers())).hexdigest()[:8]
+    build_dir = build.build_root() / "bench" / f"{name}-{archs.replace(';', '_').replace('.', '')}-{headers}"
     build_dir.mkdir(parents=True, exist_ok=True)
+    build._copy_kit_headers(build_dir)  # into build_dir/include, as harness/build.py does
     flags = list(build.NVCC_FLAGS) + [
         f"-DFA_BR={br}", f"-DFA_BC={bc}", f"-DFA_THREADS={threads}", f"-DFA_TM={tm}",
         f"-DFA_PREFETCH_K={prefetch}", "-DFA_ONLY_HEAD_DIM_128",
@@ -65,6 +69,7 @@ def build_variant(spec: str, verbose: bool = False):
         sources=[str(SOLUTION_SOURCE)],
         extra_cflags=list(build.CXX_FLAGS),
         extra_cuda_cflags=flags,
+        extra_include_paths=[str(build_dir / "include")],
         build_directory=str(build_dir),
         verbose=verbose,
     )

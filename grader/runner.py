@@ -48,12 +48,15 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
     report_path = (stage.worker if one_process else logs) / f"{stage.task}-pytest.json"
     report_path.unlink(missing_ok=True)
     launcher = ["-m", "harness.contained"] if one_process else []
+    tests = list(TASKS[stage.task].tests)
+    if only and len(tests) == 1:  # exact node ids (-k would match names that contain another)
+        tests = [f"{tests[0]}::{name}" for name in only]
     cmd = [
-        sys.executable, *launcher, "-m", "pytest", *TASKS[stage.task].tests,
+        sys.executable, *launcher, "-m", "pytest", *tests,
         "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEs",
         "--json-report", f"--json-report-file={report_path}", "--json-report-omit", "collectors", "log",
     ]
-    if only:
+    if only and len(TASKS[stage.task].tests) > 1:
         cmd += ["-k", " or ".join(only)]
     if one_process:  # contained like a worker, but it also writes its own report, into its scratch
         from .builder import worker_env

@@ -341,11 +341,16 @@ def _reference_model() -> dict:
 def _kernels_case(prompt: torch.Tensor, forced: torch.Tensor) -> dict:
     """check.kernels_case where the kernels run, its answer checked for shape before it is judged."""
     from harness.build import BuildError
+    from harness.remote import RemoteError
 
     try:
         got = on_worker(check.kernels_case)(prompt, generation.NEW_TOKENS, forced)
-    except BuildError as err:
+    except BuildError as err:  # a student's run: the build failed in this process
         raise CheckFailed(f"the extension '{err.name}' did not build:\n{err.log[-4000:]}") from err
+    except RemoteError as err:  # the grader: the worker's BuildError comes back as its message
+        if not str(err).startswith("BuildError"):
+            raise
+        raise CheckFailed(f"the kernels did not build in the worker:\n{str(err)[-4000:]}") from err
     b, s = prompt.shape
     n = generation.NEW_TOKENS
     shapes = dict(tokens=(b, n), prefill=(b, s, None), steps=(b, n - 1, None))
@@ -373,10 +378,11 @@ def test_verdict(length, batch, record):
     label = f"{prompts.describe_prompt_len(resolved)}, batch {batch}"
     ref, ref_tf, ref64_tf = check.reference_run(model, prompt, generation.NEW_TOKENS, r["model64"])
     got = _kernels_case(prompt, ref.tokens)
-    custom = generation.Generation(got["tokens"], got["prefill_s"], got["decode_s"], batch, resolved)
+    prompt_len = prompt.shape[1]  # resolved may be a name ("short")
+    custom = generation.Generation(got["tokens"], got["prefill_s"], got["decode_s"], batch, prompt_len)
     v = check.verdict_of(got["tf"], ref_tf, ref64_tf, custom.tokens, ref.tokens, got["calls"],
                          model.config.n_layer, generation.NEW_TOKENS)
-    record("verdict", **v.as_dict(), case=label, batch=batch, prompt_len=resolved,
+    record("verdict", **v.as_dict(), case=label, batch=batch, prompt_len=prompt_len,
            new_tokens=generation.NEW_TOKENS, kernel_calls=got["calls"],
            display=f"task7 {label}: {'agree' if v.passed else 'DIFFER'}; greedy tokens {v.tokens_agree}/{v.tokens_total}; "
            f"logits error/allowed prefill {v.prefill.max_abs_error / v.prefill.allowed:.3f}, "

@@ -72,3 +72,20 @@ def test_invented_numbers_are_flagged(tmp_path):
     assert any("reports 99" in f and "measured 2.2" in f for f in flags)
     assert not any("'B=4, S=128, causal'" in f for f in flags)  # honest numbers pass
     assert len(table) == 6
+
+
+def test_a_table_row_wins_over_a_line_that_reuses_its_label():
+    text = ("## Task 5\n\n| metric | speedup |\n| --- | --- |\n| TTFT | 2.0 |\n| TBT | 3.0 |\n\n"
+            "TTFT measured with prompt 1024: 1024 tokens\nTBT (ms): 0.52\n")
+    rows = reported_numbers(text)["task5"]
+    assert rows["ttft"] == [2.0] and rows["tbt"] == [3.0], rows
+
+
+def test_a_huge_line_costs_linear_time():
+    """Results.md comes from the student and is read in the grader's own process."""
+    import time
+
+    text = "## Task 4\n" + "a" * 2_000_000 + "\n| B=4, S=128, causal | 1 | 2 | " + "9" * 1_000_000 + " |\n"
+    start = time.perf_counter()
+    reported_numbers(text)
+    assert time.perf_counter() - start < 2.0
