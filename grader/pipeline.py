@@ -175,7 +175,7 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
                       checks=[asdict(c) for c in score.checks], speedups=[asdict(s) for s in score.speedups])
         result["flags"] += score.flags
         if only:  # the yardstick's timed tests: no correctness grid ran, so no points to show
-            measured = speedups_by_name(tr, cases_of(run))
+            measured = result["reference_speedups"] = speedups_by_name(tr, cases_of(run))
             progress(name, "yardstick (timed tests only): " + (", ".join(f"{k} {v:.3g}x" for k, v in measured.items())
                                                                or f"no speedup measured ({score.reason})"))
         else:
@@ -205,8 +205,7 @@ def reference_speedups(task: str, out: Path, rubric: Rubric, seed: int, progress
         return {}
     ref = grade_task(task, SOLUTIONS, out, rubric, seed, progress, label="reference/",
                      only=tuple(sorted({s.test for s in tr.speedups})))
-    run = ref.get("_run")
-    return speedups_by_name(tr, cases_of(run)) if run is not None else {}
+    return ref.get("reference_speedups", {})
 
 
 def speedups_by_name(tr, cases) -> dict[str, float]:

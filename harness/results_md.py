@@ -109,11 +109,8 @@ def _line_row(line: str) -> tuple[str, list[str]] | None:
     if len(line) > MAX_ROW_LINE or "|" in line:
         return None
     body = line[2:] if line[:2] in ("- ", "* ", "+ ") else line
-    cut = min((i for i in (body.find(":"), body.find("=")) if i >= 0), default=-1)
-    # "B=4, S=128, causal: 1.2x": the label runs to the last ":" when the value follows it.
-    colon = body.rfind(":")
-    if colon > cut:
-        cut = colon
+    # "B=4, S=128, causal: 1.2x": the label runs to the last ":"; without one, to the first "=".
+    cut = body.rfind(":") if ":" in body else body.find("=")
     if cut <= 0:
         return None
     label, value = body[:cut].strip(), body[cut + 1 :].strip()

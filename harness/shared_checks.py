@@ -155,7 +155,7 @@ def check_attention_core(kernel: Callable, what: str, case, causal: bool, *, tag
 
 
 #: Module shapes (batch, seq_len, hidden, num_heads) every attention module is checked on:
-#: one token, lengths that are no multiple of a tile, a head_dim of 32, 64 and 128.
+#: one token, lengths that are no multiple of a tile, head_dims of 16, 32, 64 and 128.
 MODULE_SHAPES = [
     (1, 1, 64, 2),
     (2, 7, 64, 4),

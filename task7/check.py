@@ -60,17 +60,13 @@ def kernels_run(model, kernels, attn_name: str, prompt: torch.Tensor, new_tokens
                 nan_fill: bool = False) -> tuple[Generation, dict, dict]:
     """The kernels path: timed greedy generate() with the kernel cache, how often it called each
     kernel, and the logits teacher-forced on ``forced`` (the reference's tokens)."""
-    from .kv_cache import KernelKVCache
-
     s = prompt.shape[1]
-    fill = float("nan") if nan_fill else None
-    new_cache = lambda: KernelKVCache(model.config, s + new_tokens, kernels, fill=fill)  # noqa: E731
     model.set_attn_implementation(attn_name)
     try:
         kernels.reset_counts()
-        custom = generate(model, prompt, new_tokens, cache=new_cache())
+        custom = generate(model, prompt, new_tokens, cache=_kernel_cache(model, kernels, s, new_tokens, nan_fill))
         calls = dict(kernels.calls)
-        custom_tf = teacher_forced(model, prompt, forced, cache=new_cache())
+        custom_tf = teacher_forced(model, prompt, forced, cache=_kernel_cache(model, kernels, s, new_tokens, nan_fill))
     finally:
         model.set_attn_implementation(REFERENCE_ATTENTION)
     return custom, custom_tf, calls
@@ -103,7 +99,7 @@ def run_case(model, kernels, attn_name: str, prompt: torch.Tensor, new_tokens: i
         model.set_attn_implementation(REFERENCE_ATTENTION)
         display["reference"] = generate(model, prompt, new_tokens, sample=sample, seed=seed).tokens
         model.set_attn_implementation(attn_name)
-        display["kernels"] = generate(model, prompt, new_tokens, cache=_sample_cache(model, kernels, s, new_tokens, nan_fill),
+        display["kernels"] = generate(model, prompt, new_tokens, cache=_kernel_cache(model, kernels, s, new_tokens, nan_fill),
                                       sample=sample, seed=seed).tokens
         model.set_attn_implementation(REFERENCE_ATTENTION)
     verdict = verdict_of(custom_tf, ref_tf, ref64_tf, custom.tokens, ref.tokens, calls, model.config.n_layer,
@@ -111,7 +107,8 @@ def run_case(model, kernels, attn_name: str, prompt: torch.Tensor, new_tokens: i
     return CaseResult(label, b, s, new_tokens, verdict, ref, custom, calls, prompt, display)
 
 
-def _sample_cache(model, kernels, prompt_len: int, new_tokens: int, nan_fill: bool):
+def _kernel_cache(model, kernels, prompt_len: int, new_tokens: int, nan_fill: bool):
+    """A fresh kernel KV cache for one generation (NaN in its unwritten rows with ``nan_fill``)."""
     from .kv_cache import KernelKVCache
 
     return KernelKVCache(model.config, prompt_len + new_tokens, kernels, fill=float("nan") if nan_fill else None)
