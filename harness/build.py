@@ -301,11 +301,18 @@ def prebuild_in_parallel(names) -> None:
     the caller then loads each from the cache and reports, in order, any that failed to build."""
     import subprocess
 
-    code = "import sys; from harness.build import load_extension; load_extension(sys.argv[1])"
-    procs = [subprocess.Popen([sys.executable, "-c", code, name], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for name in names]
-    for proc in procs:
-        proc.wait()
+    # Each child says where it built and how long it took (a warm cache should cost seconds:
+    # a slow child means its build folder, i.e. its sources, flags or architectures, differ).
+    code = ("import sys, time; t = time.perf_counter(); from harness.build import load_extension, target_archs; "
+            "m = load_extension(sys.argv[1]); "
+            "print(f'  {sys.argv[1]}: {time.perf_counter() - t:.1f} s for {target_archs()} in {m.__file__}')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, name], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for name in names]
+    for name, proc in zip(names, procs):
+        out, _ = proc.communicate()
+        lines = out.strip().splitlines()
+        # Success: the child's one line. Failure: the load below reports the compiler's message.
+        print(lines[-1] if proc.returncode == 0 and lines else f"  {name}: the parallel build failed", flush=True)
 
 
 #: What ``<repo>/<extension>.py`` holds after ``python -m taskN.compile``: ``import <extension>``
