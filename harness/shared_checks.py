@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from . import formulas
-from .compare import ErrorReport, assert_close, strict_float32
+from .compare import CheckFailed, ErrorReport, assert_close, strict_float32
 from .inputs import mha_weights, randn
 
 #: Fresh input sets each check runs on: an answer remembered by shape, size or
@@ -129,6 +129,28 @@ def attention_references(q, k, v, heads: int, causal: bool):
     with strict_float32():
         t32 = formulas.merge_heads(formulas.attention(qh, kh, vh, causal, dtype=torch.float32))
     return ref, t32
+
+
+#: How many timed repetitions of a scored speed test keep their output for a float64 re-check
+#: (drawn at random when the timing starts; see harness.timing's ``keep_outputs``).
+TIMED_SAMPLES = 2
+
+
+def check_timed_samples(cmp, reference_for: Callable, what: str, **compare_kwargs) -> ErrorReport:
+    """The outputs kept from random timed repetitions (``cmp.samples``, batch item 0) against
+    float64: ``reference_for(i)`` gives the float64 result and PyTorch's float32 one for the
+    input set (or step) ``i`` the repetition used. A kernel that is right only when it is not
+    timed (one that counts its calls, or leaves its work on a stream the events do not see)
+    fails here; the worst report is returned."""
+    if not cmp.samples:
+        raise CheckFailed(f"{what}: no output of a timed repetition came back to be checked")
+    reports = []
+    for i, out in zip(cmp.sampled_sets, cmp.samples):
+        ref, t32 = reference_for(i)
+        reports.append(assert_close(out, ref, t32, what=f"{what} (a timed repetition drawn at random: input "
+                                    f"set {i}, batch item 0)", **compare_kwargs))
+        del ref, t32
+    return max(reports, key=lambda r: r.max_abs_error / r.allowed if r.allowed else r.max_abs_error)
 
 
 def check_attention_core(kernel: Callable, what: str, case, causal: bool, *, tag: str, device,

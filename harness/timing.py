@@ -15,6 +15,11 @@ What it does, and why:
 * **Side by side**: :func:`compare_speed` interleaves candidate and baseline
   repetitions in one process, so clock changes and other load hit both alike,
   and reports the median of the per-pair ratios with its spread.
+* **Timed outputs kept for a re-check** (``keep_outputs``): the outputs of a few
+  timed repetitions, drawn at random once the timing starts, are kept (batch item 0)
+  for the test to check against float64, so a kernel that is right only when it is
+  not being timed (one that counts its calls, or leaves its work on a side stream
+  the events do not see) is caught.
 
 Without a GPU the same API runs with a wall clock (``time.perf_counter``) and says so
 in ``Timing.clock``.
@@ -22,6 +27,7 @@ in ``Timing.clock``.
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -82,6 +88,10 @@ class Comparison:
     speedup_p75: float
     #: Why the judge does not believe these numbers (empty: it does). See compare_speed.
     distrust: list[str] = field(default_factory=list)
+    #: ``keep_outputs``: which input set (compare_speed) or step (compare_steps) each kept
+    #: output came from, and the outputs themselves (batch item 0; tensors, not in as_dict).
+    sampled_sets: list[int] = field(default_factory=list)
+    samples: list = field(default_factory=list, repr=False)
 
     def summary(self) -> str:
         return (
@@ -99,12 +109,18 @@ class Comparison:
             "baseline": self.baseline.as_dict(),
             "trusted": not self.distrust,
             "distrust": list(self.distrust),
+            "sampled_sets": list(self.sampled_sets),
         }
+
+    def sampled_outputs(self) -> list:
+        """The kept outputs (what the judge fetches from the worker after the timing)."""
+        return list(self.samples)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Comparison":
         return cls(Timing(**d["candidate"]), Timing(**d["baseline"]), float(d["speedup"]),
-                   float(d["speedup_p25"]), float(d["speedup_p75"]), list(d.get("distrust", [])))
+                   float(d["speedup_p25"]), float(d["speedup_p75"]), list(d.get("distrust", [])),
+                   [int(i) for i in d.get("sampled_sets", [])])
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -170,7 +186,8 @@ class _Runner:
         self.pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self.samples: list[float] = []
 
-    def run_once(self) -> None:
+    def run_once(self):
+        """One timed repetition; returns what ``fn`` returned (for :func:`_sample_of`)."""
         args = self.input_sets[self.i % len(self.input_sets)]
         self.i += 1
         if self.cuda:
@@ -178,13 +195,14 @@ class _Runner:
                 self.flusher.flush()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            self.fn(*args)
+            out = self.fn(*args)
             end.record()
             self.pending.append((start, end))
         else:
             t0 = time.perf_counter()
-            self.fn(*args)
+            out = self.fn(*args)
             self.samples.append((time.perf_counter() - t0) * 1e3)
+        return out
 
     def collect(self) -> list[float]:
         if self.cuda:
@@ -196,6 +214,25 @@ class _Runner:
     @property
     def clock(self) -> str:
         return CUDA_CLOCK if self.cuda else WALL_CLOCK
+
+
+def _sample_of(out):
+    """Batch item 0 of an output (the first tensor of a tuple), copied: what a kept output holds.
+
+    The copy is queued on the current stream after the repetition's end event, so it is not
+    timed, and it copies what the output holds by then: work left running on another stream
+    has not reached it."""
+    if isinstance(out, (tuple, list)):
+        out = next((o for o in out if isinstance(o, torch.Tensor)), None)
+    if not isinstance(out, torch.Tensor):
+        return out
+    return (out[:1] if out.dim() > 0 else out).clone()
+
+
+def _chosen_reps(reps: int, keep: int) -> set[int]:
+    """Which timed repetitions keep their output: drawn when the timing starts, from the
+    operating system's randomness (no seed a submission could derive them from)."""
+    return set(random.SystemRandom().sample(range(reps), min(max(keep, 0), reps)))
 
 
 def _plan_reps(runners: list[_Runner], warmup: int, min_reps: int, max_reps: int, budget_s: float) -> int:
@@ -261,8 +298,13 @@ def compare_speed(
     budget_s: float = 2 * DEFAULT_BUDGET_S,
     flush_l2: bool = True,
     judge_baseline: tuple[Callable, Sequence[Sequence]] | None = None,
+    keep_outputs: int = 0,
 ) -> Comparison:
     """Time ``candidate`` and ``baseline`` interleaved on the same inputs; speedup = baseline/candidate.
+
+    ``keep_outputs``: keep the candidate's output (batch item 0) of that many timed
+    repetitions drawn at random, with the index of the input set each one used
+    (``Comparison.samples``, ``sampled_sets``): the test checks them against float64.
 
     ``baseline_input_sets`` lets the baseline take its arguments in its own form
     (say, a module instead of raw weights); they must describe the same problem.
@@ -278,15 +320,19 @@ def compare_speed(
     if is_remote(candidate):
         return _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_baseline,
                              dict(warmup=warmup, min_reps=min_reps, max_reps=max_reps, budget_s=budget_s,
-                                  flush_l2=flush_l2))
+                                  flush_l2=flush_l2, keep_outputs=keep_outputs))
     device = _device_of(input_sets)
     cand = _Runner(candidate, input_sets, device, flush_l2)
     base = _Runner(baseline, baseline_input_sets or input_sets, device, flush_l2)
     reps = _plan_reps([cand, base], warmup, min_reps, max_reps, budget_s)
+    chosen, sampled_sets, samples = _chosen_reps(reps, keep_outputs), [], []
     for i in range(reps):
-        first, second = (cand, base) if i % 2 == 0 else (base, cand)
-        first.run_once()
-        second.run_once()
+        for runner in ((cand, base) if i % 2 == 0 else (base, cand)):
+            out = runner.run_once()
+            if runner is cand and i in chosen:
+                sampled_sets.append((cand.i - 1) % len(cand.input_sets))
+                samples.append(_sample_of(out))
+            del out  # a large output is freed before the next repetition
     c, b = cand.collect(), base.collect()
     ratios = [bi / ci for bi, ci in zip(b, c) if ci > 0]
     return Comparison(
@@ -295,6 +341,8 @@ def compare_speed(
         speedup=statistics.median(ratios),
         speedup_p25=_quantile(ratios, 0.25),
         speedup_p75=_quantile(ratios, 0.75),
+        sampled_sets=sampled_sets,
+        samples=samples,
     )
 
 
@@ -315,9 +363,10 @@ JUDGE_BASELINE_WARMUP = 3
 JUDGE_BASELINE_REPS = 20
 
 
-def _in_worker(func: Callable, args: tuple, kwargs: dict) -> tuple[dict, float]:
+def _in_worker(func: Callable, args: tuple, kwargs: dict, *, with_result: bool = False):
     """Run the kit's timing function ``func`` in the worker; its result as a dict, and the
-    milliseconds the judge's own clock saw around the request (after a device-wide sync)."""
+    milliseconds the judge's own clock saw around the request (after a device-wide sync);
+    ``with_result``: also the handle of the result, still in the worker."""
     from .remote import on_worker
 
     if torch.cuda.is_available():
@@ -325,7 +374,8 @@ def _in_worker(func: Callable, args: tuple, kwargs: dict) -> tuple[dict, float]:
     start = time.perf_counter()
     result = on_worker(func).call(args, kwargs, keep=True)
     data = result.as_dict()
-    return data, (time.perf_counter() - start) * 1e3
+    wall_ms = (time.perf_counter() - start) * 1e3
+    return (data, wall_ms, result) if with_result else (data, wall_ms)
 
 
 def _wall_distrust(reported_ms: float, wall_ms: float) -> list[str]:
@@ -396,8 +446,10 @@ def _judged(func: Callable, args: tuple, kwargs: dict, own_timing: Callable[[], 
     """``func`` (compare_speed or compare_steps) run in the worker, with the judge's checks: its
     own clock around the request (no more time reported than passed, and no large share of the
     time that passed unreported), and (``own_timing``) its own timing of the baseline."""
-    data, wall_ms = _in_worker(func, args, kwargs)
+    data, wall_ms, result = _in_worker(func, args, kwargs, with_result=True)
     cmp = Comparison.from_dict(data)
+    if cmp.sampled_sets:  # the kept outputs, fetched after the judge's clock stopped
+        cmp.samples = result.sampled_outputs()
     cmp.distrust += _wall_distrust(cmp.candidate.total_ms + cmp.baseline.total_ms, wall_ms)
     cmp.distrust += _hidden_work_distrust(cmp, wall_ms, kwargs.get("warmup", DEFAULT_WARMUP))
     if own_timing is not None:
@@ -405,16 +457,24 @@ def _judged(func: Callable, args: tuple, kwargs: dict, own_timing: Callable[[], 
     return cmp
 
 
-def _time_steps(runners: list[_Runner], steps_per_runner: list[Sequence[Sequence]], warmup: int) -> None:
-    """Warm-up steps, then every step once per runner, alternating which goes first."""
+def _time_steps(runners: list[_Runner], steps_per_runner: list[Sequence[Sequence]], warmup: int,
+                keep_outputs: int = 0) -> tuple[list[int], list]:
+    """Warm-up steps, then every step once per runner, alternating which goes first; the
+    steps and outputs (batch item 0) of ``keep_outputs`` timed steps of ``runners[0]``."""
     for t in range(min(warmup, len(steps_per_runner[0]))):
         for r, steps in zip(runners, steps_per_runner):
             r.fn(*steps[t])
+    chosen, sampled_steps, samples = _chosen_reps(len(steps_per_runner[0]), keep_outputs), [], []
     for t in range(len(steps_per_runner[0])):
         order = list(zip(runners, steps_per_runner))
         for r, steps in (order if t % 2 == 0 else order[::-1]):
             r.input_sets, r.i = [steps[t]], 0
-            r.run_once()
+            out = r.run_once()
+            if r is runners[0] and t in chosen:
+                sampled_steps.append(t)
+                samples.append(_sample_of(out))
+            del out
+    return sampled_steps, samples
 
 
 def time_steps(fn: Callable, steps: Sequence[Sequence], *, warmup: int = DEFAULT_WARMUP,
@@ -438,6 +498,7 @@ def compare_steps(
     warmup: int = DEFAULT_WARMUP,
     flush_l2: bool = True,
     judge_baseline: tuple[Callable, Sequence[Sequence]] | None = None,
+    keep_outputs: int = 0,
 ) -> Comparison:
     """Time a stateful loop (decode steps that must run in order): ``candidate(*steps[t])`` and
     ``baseline(*baseline_steps[t])`` alternate step by step, each step timed on its own (an L2
@@ -458,7 +519,8 @@ def compare_steps(
             return _stats(runner.collect(), runner.clock, runner.flusher is not None, len(own_steps))
 
         return _judged(compare_steps, (candidate, baseline, steps),
-                       dict(baseline_steps=baseline_steps, warmup=warmup, flush_l2=flush_l2),
+                       dict(baseline_steps=baseline_steps, warmup=warmup, flush_l2=flush_l2,
+                            keep_outputs=keep_outputs),
                        own_timing if judge_baseline else None)
     baseline_steps = baseline_steps or steps
     if len(baseline_steps) != len(steps) or not steps:
@@ -467,7 +529,7 @@ def compare_steps(
     cand = _Runner(candidate, steps[:1], device, flush_l2)
     base = _Runner(baseline, baseline_steps[:1], device, flush_l2)
     base.flusher = cand.flusher or base.flusher
-    _time_steps([cand, base], [steps, baseline_steps], warmup)
+    sampled_steps, samples = _time_steps([cand, base], [steps, baseline_steps], warmup, keep_outputs)
     c, b = cand.collect(), base.collect()
     ratios = [bi / ci for bi, ci in zip(b, c) if ci > 0]
     return Comparison(
@@ -476,6 +538,8 @@ def compare_steps(
         speedup=statistics.median(ratios),
         speedup_p25=_quantile(ratios, 0.25),
         speedup_p75=_quantile(ratios, 0.75),
+        sampled_sets=sampled_steps,
+        samples=samples,
     )
 
 

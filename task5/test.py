@@ -30,8 +30,8 @@ import torch
 
 from harness import formulas
 from harness.shared_checks import (
-    LARGE_SCORES_STD, MODULE_DIMS, SdpaCacheAttention, mha_forward, narrowed_call, new_cache_pair, nn_multihead_attention,
-    run_input_checks,
+    LARGE_SCORES_STD, MODULE_DIMS, TIMED_SAMPLES, SdpaCacheAttention, check_timed_samples, mha_forward, narrowed_call,
+    new_cache_pair, nn_multihead_attention, run_input_checks,
 )
 from harness.compare import CheckFailed, assert_close, compare, strict_float32
 from harness.device import requires_cuda
@@ -235,6 +235,22 @@ class ReferenceDecoder:
         return formulas.linear(formulas.merge_heads(attn), w_o, dtype=d)
 
 
+def _decode_references(weights, heads, prompt_x, step_xs, wanted, causal=True) -> dict:
+    """The float64 and float32 outputs of the decode steps ``wanted`` (indices into ``step_xs``)
+    after ``prompt_x``, for the inputs given (one batch item: what a kept timed output holds)."""
+    batch, prompt = prompt_x.shape[:2]
+    refs, length = {}, prompt + max(wanted, default=-1) + 1
+    decoders = [ReferenceDecoder(weights, heads, batch, length, dt) for dt in (torch.float64, torch.float32)]
+    with torch.no_grad(), strict_float32():
+        for dec in decoders:
+            dec.step(prompt_x, 0, causal)
+        for t in range(max(wanted, default=-1) + 1):
+            outs = [dec.step(step_xs[t], prompt + t, causal) for dec in decoders]
+            if t in wanted:
+                refs[t] = tuple(outs)
+    return refs
+
+
 def run_sequence(module, weights, heads, batch, max_len, chunks, causal, tag, label):
     """Feed ``chunks`` (prefill lengths, then 1 per decode step) through the module.
 
@@ -357,8 +373,14 @@ def test_published_speed(record):
             custom, sdpa, [(x, caches[0], True, prompt + t, True) for t, x in enumerate(xs)],
             baseline_steps=[(x, caches[1], True, prompt + t, True) for t, x in enumerate(xs)],
             judge_baseline=(own, own_steps) if is_judge() else None,
+            keep_outputs=TIMED_SAMPLES,
         )
-        del own_cache, own_steps
+        # Decode steps drawn at random from the timed ones are checked against float64 (batch item 0).
+        refs = _decode_references(weights, heads, own_prompt[:1], [st[0][:1] for st in own_steps], tbt.sampled_sets)
+        recheck = check_timed_samples(tbt, refs.__getitem__, "timed decode step", dims=MODULE_DIMS,
+                                      context=dict(B=b, prompt=prompt, steps=steps))
+        tbt.samples.clear()
+        del own_cache, own_steps, refs
         # nn.MultiheadAttention has no cache: each step recomputes the whole
         # sequence. Timed at the middle step of the 100 (1074 tokens).
         mid = prompt + steps // 2 + 1
@@ -371,7 +393,7 @@ def test_published_speed(record):
         display=f"task5 TTFT: {ttft_sdpa.candidate.median_ms:.2f} ms, speedup {ttft_sdpa.speedup:.2f}x vs SDPA on the same cache",
     )
     record(
-        "tbt_vs_sdpa", **tbt.as_dict(),
+        "tbt_vs_sdpa", **tbt.as_dict(), timed_output_error=recheck.max_abs_error, timed_output_allowed=recheck.allowed,
         display=f"task5 TBT: {tbt.candidate.median_ms:.3f} ms (IQR {tbt.candidate.p25_ms:.3f}-{tbt.candidate.p75_ms:.3f}), "
         f"speedup {tbt.speedup:.2f}x vs SDPA on the same cache ({tbt.baseline.median_ms:.3f} ms)",
     )

@@ -224,3 +224,49 @@ def test_time_the_worker_hides_is_seen_on_the_judges_clock(rewritten, tmp_path, 
             assert cmp.distrust == [], cmp.distrust
     finally:
         c.close()
+
+
+#: A kernel that is right for its first calls (the correctness checks) and then returns zeros,
+#: fast: only its timed repetitions see the zeros.
+RIGHT_UNTIL_TIMED = '''
+import torch
+_calls = [0]
+
+def kernel(x):
+    _calls[0] += 1
+    return x * 2 if _calls[0] <= 3 else torch.zeros_like(x)
+
+def honest(x):
+    return x * 2
+'''
+
+
+@pytest.mark.parametrize("name", ["honest", "kernel"])
+def test_timed_outputs_drawn_at_random_come_back_to_the_judge(name, tmp_path, monkeypatch):
+    """``keep_outputs``: the worker keeps the outputs of timed repetitions drawn at random, with
+    the input set each used, and the judge checks them against float64 itself: a kernel that is
+    right only when it is not timed fails, and an honest one passes."""
+    from harness.compare import CheckFailed
+    from harness.shared_checks import check_timed_samples
+
+    c = make_client(tmp_path, RIGHT_UNTIL_TIMED)
+    monkeypatch.setattr(remote, "_client", c)
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    try:
+        mod = c.import_module("task1.attention")
+        sets = [(torch.full((2, 3, 4), float(i + 1)),) for i in range(3)]
+        cmp = compare_speed(getattr(mod, name), mod.honest, sets, warmup=1, min_reps=12, max_reps=12, keep_outputs=2)
+        assert len(cmp.samples) == 2 and len(cmp.sampled_sets) == 2, cmp
+        assert all(tuple(o.shape) == (1, 3, 4) for o in cmp.samples)  # batch item 0, as data in the judge
+
+        def reference_for(i):
+            want = (2 * sets[i][0][:1]).double()
+            return want, want.float()
+
+        if name == "honest":
+            check_timed_samples(cmp, reference_for, "timed output")
+        else:
+            with pytest.raises(CheckFailed, match="a timed repetition drawn at random"):
+                check_timed_samples(cmp, reference_for, "timed output")
+    finally:
+        c.close()
