@@ -14,7 +14,8 @@
 #      grader test grades every CUDA task for the solutions and the stubs);
 #   5. bench/flash_attention.py and bench/decode_attention.py (tasks 4 and 5 against SDPA).
 # NO_PROOF=1 leaves out `pytest -m proof`; GRADER_PARTS="ref stubs ..." (with REF_TASKS, STUB_TASKS as
-# gpu_grader.sh takes them) runs gpu_grader.sh afterwards as stage 6, on the warm build cache.
+# gpu_grader.sh takes them) runs gpu_grader.sh afterwards as stage 6, on the warm build cache, and
+# ADVERSARIAL=1 runs the hostile CUDA submissions (tests/test_adversarial_cuda.py) beside it.
 # SUITE_ONLY=1 runs stages 1 and 4 alone: 22 minutes on an H100 (builds 215 s, pytest 1106 s,
 # measured before tests/test_build.py stopped forcing a 168 s rebuild of task 2).
 # Logs go to $LOG (default /tmp/gpu_all), and each `wait` copies them to $OUT when that is set.
@@ -36,7 +37,7 @@ follow() {  # print new progress lines until the job says DONE or WAIT seconds p
     sleep 5
   done
   if [ -n "${OUT:-}" ]; then
-    for f in progress.log pytest.log pytest-proof.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
+    for f in progress.log pytest.log pytest-proof.log pytest-adversarial.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
       [ -f "$LOG/$f" ] && cp "$LOG/$f" "$OUT/"
     done
     # Everything else (build logs, the grader's reports) as one archive: few files come back.
@@ -113,10 +114,18 @@ if [ "${SUITE_ONLY:-0}" != 1 ]; then
     ATTN_KIT_IMPL=$SOL timeout 100 python3 bench/decode_attention.py; } > "$LOG/bench.log" 2>&1
   stamp "   rc=$?"
 fi
+adv_pid=""
+if [ "${ADVERSARIAL:-0}" = 1 ]; then
+  # The hostile CUDA submissions (their expected scores hold while they share the GPU), beside stage 6.
+  stamp "6a. pytest -m proof tests/test_adversarial_cuda.py (hostile task-4 kernels), in the background"
+  { timeout 900 python3 -m pytest -rfEs -m proof tests/test_adversarial_cuda.py > "$LOG/pytest-adversarial.log" 2>&1
+    stamp "   adversarial rc=$?: $(tail -n 1 "$LOG/pytest-adversarial.log")"; } & adv_pid=$!
+fi
 if [ -n "${GRADER_PARTS:-}" ]; then
   stamp "6. scripts/gpu_grader.sh, PARTS=$GRADER_PARTS (its own progress in grader/progress.log)"
   PREBUILD=0 PARTS=$GRADER_PARTS LOG=$LOG/grader OUT= bash scripts/gpu_grader.sh > "$LOG/grader.log" 2>&1
   sed 's/^/   /' "$LOG/grader/progress.log" >> "$LOG/progress.log"
 fi
+[ -z "$adv_pid" ] || wait "$adv_pid"
 stamp "DONE"
 echo DONE >> "$LOG/progress.log"
