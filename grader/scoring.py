@@ -64,6 +64,9 @@ class SpeedupResult:
     ranked: bool = False
     #: Implausibly fast: on the leaderboard only as "flagged for review".
     flagged: bool = False
+    #: The submission's speed over the reference's, timed beside it (harness.yardstick), and per config.
+    vs_reference: float | None = None
+    vs_reference_configs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,6 +155,20 @@ def measured_speedups(speedup: Speedup, cases: list[Case]) -> tuple[dict[str, fl
     return values, mine
 
 
+def side_by_side_ratios(speedup: Speedup, cases: list[Case]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per timed configuration that recorded one: the submission's speedup over the reference
+    solution's, timed beside it (harness.yardstick), and the reference's own speedup."""
+    ratios, references = {}, {}
+    for c in cases:
+        m = c.measurements.get(speedup.measurement)
+        if c.function == speedup.test and c.outcome == "passed" and isinstance(m, dict):
+            ratio, ref = m.get("vs_reference"), m.get("reference_speedup")
+            if isinstance(ratio, (int, float)) and ratio > 0 and isinstance(ref, (int, float)) and ref > 0:
+                name = c.nodeid.split("::")[-1]
+                ratios[name], references[name] = float(ratio), float(ref)
+    return ratios, references
+
+
 def distrusted_timings(speedup: Speedup, cases: list[Case]) -> list[str]:
     """The judge's reasons not to believe a timing (harness.timing.compare_speed), per configuration."""
     out = []
@@ -201,9 +218,24 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
                          + "; ".join(missing))
         return result
     held = False
-    if reference:
+    beside, beside_refs = side_by_side_ratios(speedup, cases)
+    # What is compared with the thresholds: the speedup itself, or (timed beside the reference)
+    # its ratio to the reference's, against thresholds relative to the reference.
+    compared = result.value
+    if beside and set(beside) == set(configs):
+        reference = geometric_mean(list(beside_refs.values()))
+        compared = result.vs_reference = geometric_mean(list(beside.values()))
+        result.vs_reference_configs = beside
+        result.reference, result.basis = reference, "the reference solution, timed beside it"
+        full, zero = speedup.full_at, speedup.zero_at
+    elif reference:
         result.reference, result.basis = reference, "reference"
         full, zero = speedup.full_at * reference, speedup.zero_at * reference
+    notes = sorted({m.get("yardstick") for c in mine if isinstance(m := c.measurements.get(speedup.measurement), dict)
+                    and isinstance(m.get("yardstick"), str) and m.get("vs_reference") is None})
+    if notes:  # a yardstick was asked for and did not run everywhere: scored without it, and said so
+        flags.append(f"'{speedup.name}': scored without the reference timed beside it ({'; '.join(notes)}); review")
+    if reference:
         if result.value > implausible_factor * reference:
             flags.append(
                 f"implausible speedup for '{speedup.name}': {result.value:.3g}x against the reference "
@@ -223,12 +255,18 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
         result.reason = (f"{result.value:.3g}x is more than {implausible_factor:g}x the reference's {reference:.3g}x: "
                          "held for review (rubric: pay_implausible_before_review = false)")
         return result
-    fraction = min(1.0, max(0.0, (result.value - zero) / (full - zero)))
+    fraction = min(1.0, max(0.0, (compared - zero) / (full - zero)))
     result.points = round(speedup.points * fraction, 4)
     result.status = "passed" if fraction >= 1 else "failed"
-    result.reason = (
-        f"{result.value:.3g}x; full points at {full:.3g}x, none at {zero:.3g}x ({result.basis})"
-    )
+    if result.vs_reference is not None:
+        result.reason = (
+            f"{result.value:.3g}x, {result.vs_reference:.3g} times the reference's {reference:.3g}x timed beside it; "
+            f"full points at {full:.3g} times the reference's, none at {zero:.3g} times"
+        )
+    else:
+        result.reason = (
+            f"{result.value:.3g}x; full points at {full:.3g}x, none at {zero:.3g}x ({result.basis})"
+        )
     return result
 
 

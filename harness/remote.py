@@ -17,6 +17,7 @@ it: the judge is the subreaper of the workers' trees.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -41,6 +42,10 @@ DEFAULT_CALL_TIMEOUT_S = 300.0
 MAX_WORKER_FAILURES = 8
 #: Seconds a new worker gets to start (import torch, contain itself).
 START_TIMEOUT_S = 120.0
+#: Where the grader names the kit's reference solution, and a scratch folder for its worker,
+#: when a task's timed tests should time the reference beside the submission (harness.yardstick).
+YARDSTICK_IMPL_ENV = "ATTN_KIT_YARDSTICK_IMPL"
+YARDSTICK_DIR_ENV = "ATTN_KIT_YARDSTICK_DIR"
 
 
 is_judge = spawn.is_judge
@@ -304,16 +309,50 @@ def client() -> Client:
     return _client
 
 
+_yardstick: Client | None = None
+
+
+def yardstick_client() -> Client | None:
+    """The judge's second worker, which runs the kit's reference solution (None where the grader
+    asked for none, and in a student's own run). It builds into, and loads from, the node's shared
+    build cache, so a class run builds each reference extension once."""
+    global _yardstick
+    impl = os.environ.get(YARDSTICK_IMPL_ENV)
+    if not (is_judge() and impl and os.environ.get(YARDSTICK_DIR_ENV)):
+        return None
+    if _yardstick is None:
+        build = os.environ.get("ATTN_KIT_BUILD_DIR")
+        _yardstick = Client(Path(os.environ[YARDSTICK_DIR_ENV]), Path(impl), spawn.judge_settings()[2],
+                            contain=os.environ.get(CONTAIN_ENV, "auto"), build_dir=Path(build) if build else None,
+                            call_timeout_s=float(os.environ.get(CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S)))
+    return _yardstick
+
+
+@contextlib.contextmanager
+def using(other: Client):
+    """Route what the helpers below send to a worker (on_worker, worker_randn, bound, kept,
+    harness.impl.load_module) to ``other`` for the block: the same test code then sets up and
+    times the reference solution in its own worker."""
+    global _client
+    saved = _client
+    _client = other
+    try:
+        yield other
+    finally:
+        _client = saved
+
+
 def worker_report() -> dict:
     """What the judge's worker said of itself (containment, pid), if one was started."""
     return dict(_client.info) if _client is not None else {}
 
 
 def shutdown() -> None:
-    global _client
-    if _client is not None:
-        _client.close()
-        _client = None
+    global _client, _yardstick
+    for c in (_client, _yardstick):
+        if c is not None:
+            c.close()
+    _client = _yardstick = None
 
 
 # ---------------------------------------------------------------- helpers the tests use in both modes

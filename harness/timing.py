@@ -60,6 +60,7 @@ class Timing:
     l2_flushed: bool
     input_sets: int
     total_ms: float = 0.0  # every timed repetition together (the judge checks it against its own clock)
+    samples_ms: list[float] = field(default_factory=list)  # every repetition (blocks merge exactly)
 
     @property
     def spread(self) -> float:
@@ -92,6 +93,8 @@ class Comparison:
     #: output came from, and the outputs themselves (batch item 0; tensors, not in as_dict).
     sampled_sets: list[int] = field(default_factory=list)
     samples: list = field(default_factory=list, repr=False)
+    #: The per-pair (or per-step) ratios baseline/candidate the speedup is the median of.
+    ratios: list[float] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
@@ -110,6 +113,7 @@ class Comparison:
             "trusted": not self.distrust,
             "distrust": list(self.distrust),
             "sampled_sets": list(self.sampled_sets),
+            "ratios": list(self.ratios),
         }
 
     def sampled_outputs(self) -> list:
@@ -120,7 +124,24 @@ class Comparison:
     def from_dict(cls, d: dict) -> "Comparison":
         return cls(Timing(**d["candidate"]), Timing(**d["baseline"]), float(d["speedup"]),
                    float(d["speedup_p25"]), float(d["speedup_p75"]), list(d.get("distrust", [])),
-                   [int(i) for i in d.get("sampled_sets", [])])
+                   [int(i) for i in d.get("sampled_sets", [])], [], [float(r) for r in d.get("ratios", [])])
+
+    @classmethod
+    def merged(cls, blocks: Sequence["Comparison"]) -> "Comparison":
+        """One comparison from several timed blocks of the same problem (their repetitions pooled)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        c, b = blocks[0].candidate, blocks[0].baseline
+        ratios = [r for blk in blocks for r in blk.ratios]
+        return cls(
+            candidate=_stats([x for blk in blocks for x in blk.candidate.samples_ms], c.clock, c.l2_flushed, c.input_sets),
+            baseline=_stats([x for blk in blocks for x in blk.baseline.samples_ms], b.clock, b.l2_flushed, b.input_sets),
+            speedup=statistics.median(ratios), speedup_p25=_quantile(ratios, 0.25), speedup_p75=_quantile(ratios, 0.75),
+            distrust=[d for blk in blocks for d in blk.distrust],
+            sampled_sets=[i for blk in blocks for i in blk.sampled_sets],
+            samples=[o for blk in blocks for o in blk.samples],
+            ratios=ratios,
+        )
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -141,6 +162,7 @@ def _stats(samples: list[float], clock: str, flushed: bool, n_sets: int) -> Timi
         min_ms=min(samples),
         max_ms=max(samples),
         total_ms=sum(samples),
+        samples_ms=[float(x) for x in samples],
         reps=len(samples),
         clock=clock,
         l2_flushed=flushed,
@@ -343,6 +365,7 @@ def compare_speed(
         speedup_p75=_quantile(ratios, 0.75),
         sampled_sets=sampled_sets,
         samples=samples,
+        ratios=ratios,
     )
 
 
@@ -540,6 +563,7 @@ def compare_steps(
         speedup_p75=_quantile(ratios, 0.75),
         sampled_sets=sampled_steps,
         samples=samples,
+        ratios=ratios,
     )
 
 

@@ -44,6 +44,7 @@ from harness.inputs import mha_weights, randn
 from harness.op_recorder import assert_own_kernel
 from harness.remote import bound, is_judge, on_worker, worker_randn
 from harness.timing import bind_tail, compare_speed
+from harness.yardstick import side_by_side
 
 pytestmark = [requires_cuda, pytest.mark.gpu]
 
@@ -187,51 +188,64 @@ def test_speedup_vs_mha(cfg, record):
 @pytest.mark.perf
 @pytest.mark.parametrize("cfg", PERF_CONFIGS, ids=_config_id)
 def test_core_speed(cfg, record):
-    """The attention core alone against SDPA (float32) on the same q, k, v: what the grader scores."""
+    """The attention core alone against SDPA (float32) on the same q, k, v: what the grader scores.
+
+    In the grader the reference solution is timed beside it the same way, in its own worker
+    (harness.yardstick), and the score rests on the ratio of the two speedups."""
     b, s, causal = cfg
     torch.cuda.empty_cache()
     opts = _timing_options(b, s)
     tag = f"task4/perf_core/{_config_id(cfg)}"
-    # Drawn where the kernel runs (in the grader: the worker, 12 GB it need not receive).
-    sets = [
-        tuple(worker_randn(b, s, HIDDEN, tag=f"{tag}/{n}{i}", device=DEVICE) for n in "qkv")
-        for i in range(opts["n_sets"])
-    ]
     # The judge's own copies of the sets: for its own baseline timing (the first) and the float64
     # re-check of timed outputs (batch item 0 of whichever sets the sampled repetitions used).
     own_sets = [tuple(randn(b, s, HIDDEN, tag=f"{tag}/{n}{i}", device=DEVICE) for n in "qkv")
-                for i in range(opts["n_sets"])] if is_judge() else sets
-    own = own_sets[0]
-    ext = _ext()
-    # The timed function must be the student's kernel: no PyTorch attention inside.
-    assert_own_kernel(ext.custom_flash_attention, *sets[0], HEADS, causal, what="custom_flash_attention",
-                      keep_result=True)
-    with torch.no_grad(), strict_float32():
-        cmp = compare_speed(
-            bound(ext.custom_flash_attention, HEADS, causal), bound(sdpa_core, HEADS, causal),
-            sets, warmup=opts["warmup"], min_reps=opts["min_reps"], max_reps=opts["max_reps"],
-            budget_s=opts["budget_s"],
-            judge_baseline=(bind_tail(sdpa_core, HEADS, causal), [own]) if is_judge() else None,
-            keep_outputs=TIMED_SAMPLES,
-        )
+                for i in range(opts["n_sets"])] if is_judge() else None
+    drawn: list = []  # the submission's sets (in a student's run, the very tensors to re-check with)
+
+    def setup():
+        """The timed problem where the kernel runs (the submission's worker, or the reference's)."""
+        # Drawn there (in the grader: the worker, 12 GB it need not receive).
+        sets = [
+            tuple(worker_randn(b, s, HIDDEN, tag=f"{tag}/{n}{i}", device=DEVICE) for n in "qkv")
+            for i in range(opts["n_sets"])
+        ]
+        drawn.append(sets)
+        ext = _ext()
+        # The timed function must be the student's kernel: no PyTorch attention inside.
+        assert_own_kernel(ext.custom_flash_attention, *sets[0], HEADS, causal, what="custom_flash_attention",
+                          keep_result=True)
+        kernel, sdpa = bound(ext.custom_flash_attention, HEADS, causal), bound(sdpa_core, HEADS, causal)
+        judge_baseline = (bind_tail(sdpa_core, HEADS, causal), own_sets[:1]) if is_judge() else None
+
+        def block(**timing):
+            with torch.no_grad(), strict_float32():
+                return compare_speed(kernel, sdpa, sets, judge_baseline=judge_baseline, **timing)
+
+        return block
+
+    timed = side_by_side(setup, warmup=opts["warmup"], min_reps=opts["min_reps"], max_reps=opts["max_reps"],
+                         budget_s=opts["budget_s"], keep_outputs=TIMED_SAMPLES)
+    cmp = timed.submission
     # Outputs of timed repetitions drawn at random are checked against float64 (batch item 0):
     # a fast kernel must be a right one while it is timed, not only before.
+    sets_here = own_sets if is_judge() else drawn[0]
     recheck = check_timed_samples(
-        cmp, lambda i: attention_references(*(t[:1] for t in own_sets[i]), HEADS, causal), "timed output",
-        dims=MODULE_DIMS, context=dict(B=b, S=s, causal=causal))
+        cmp, lambda i: attention_references(*(t[:1] for t in sets_here[i]), HEADS, causal),
+        "timed output", dims=MODULE_DIMS, context=dict(B=b, S=s, causal=causal))
     cmp.samples.clear()  # up to 64 MB each, on the GPU
     d = HIDDEN // HEADS
     flops = 4.0 * b * HEADS * s * s * d / (2 if causal else 1)
     tflops = flops / cmp.candidate.median_ms / 1e9
     sdpa_tflops = flops / cmp.baseline.median_ms / 1e9
     label = _config_label(b, s, causal)
+    beside = f", {timed.vs_reference:.2f}x the reference timed beside it" if timed.vs_reference else ""
     record(
-        "core_speedup", **cmp.as_dict(), config=label, custom_tflops=tflops, sdpa_tflops=sdpa_tflops,
-        timed_output_error=recheck.max_abs_error, timed_output_allowed=recheck.allowed,
+        "core_speedup", **cmp.as_dict(), **timed.record_fields(), config=label, custom_tflops=tflops,
+        sdpa_tflops=sdpa_tflops, timed_output_error=recheck.max_abs_error, timed_output_allowed=recheck.allowed,
         display=(
             f"task4 core vs SDPA float32, {label}: {cmp.candidate.median_ms:.3f} ms "
             f"({tflops:.1f} TFLOP/s) vs {cmp.baseline.median_ms:.3f} ms ({sdpa_tflops:.1f} TFLOP/s), "
-            f"ratio {cmp.speedup:.2f}x"
+            f"ratio {cmp.speedup:.2f}x{beside}"
         ),
     )
 

@@ -270,3 +270,76 @@ def test_timed_outputs_drawn_at_random_come_back_to_the_judge(name, tmp_path, mo
                 check_timed_samples(cmp, reference_for, "timed output")
     finally:
         c.close()
+
+
+#: The timed problem of a toy speed test, written once and run in whichever worker is current:
+#: ``kernel`` sleeps STEP_S times its module's SLOWDOWN, the baseline STEP_S.
+SPEED_TOY = '''
+import time
+import torch
+
+STEP_S = 0.004
+SLOWDOWN = {slowdown}
+
+def kernel(x):
+    time.sleep(STEP_S * SLOWDOWN)
+    return x * 2
+
+def baseline(x):
+    time.sleep(STEP_S)
+    return x * 2
+'''
+
+
+def test_the_reference_is_timed_beside_the_submission_in_its_own_worker(tmp_path, monkeypatch):
+    """harness.yardstick.side_by_side runs the same test code in the submission's worker and in a
+    second worker that holds the reference, in alternating blocks: a submission half as fast as the
+    reference scores a ratio near 0.5, measured round by round, each against its own baseline."""
+    from harness import yardstick
+
+    student = make_client(tmp_path / "student", SPEED_TOY.format(slowdown=2.0))
+    reference = make_client(tmp_path / "reference", SPEED_TOY.format(slowdown=1.0))
+    monkeypatch.setattr(remote, "_client", student)
+    monkeypatch.setattr(remote, "_yardstick", reference)
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    monkeypatch.setenv(remote.YARDSTICK_IMPL_ENV, str(reference.impl))
+    monkeypatch.setenv(remote.YARDSTICK_DIR_ENV, str(reference.scratch))
+    workers = []
+    try:
+        def setup():
+            mod = remote.client().import_module("task1.attention")
+            workers.append(remote.client())
+            x = remote.worker_randn(4, tag="toy/x")
+
+            def block(**timing):
+                return compare_speed(mod.kernel, mod.baseline, [(x,)], **timing)
+
+            return block
+
+        timed = yardstick.side_by_side(setup, warmup=1, min_reps=10, max_reps=10, budget_s=1.0)
+    finally:
+        student.close()
+        reference.close()
+    assert workers == [student, reference]  # set up once in each worker, the submission's first
+    assert timed.reference is not None and len(timed.rounds) == yardstick.ROUNDS, timed
+    assert 0.3 < timed.vs_reference < 0.8, (timed.vs_reference, timed.rounds)
+    assert timed.submission.candidate.reps == 2 * 5  # the repetitions shared out between the rounds
+    fields = timed.record_fields()
+    assert fields["vs_reference"] == timed.vs_reference and "timed beside it" in fields["yardstick"]
+    assert remote._client is student  # routing restored after each reference block
+
+
+def test_without_a_yardstick_the_submission_is_timed_alone(tmp_path, monkeypatch):
+    """In a student's own run (or a grader run without the reference) nothing else is timed."""
+    from harness import yardstick
+
+    monkeypatch.delenv(remote.YARDSTICK_IMPL_ENV, raising=False)
+    calls = []
+
+    def setup():
+        calls.append(1)
+        return lambda **timing: compare_speed(lambda x: x, lambda x: x, [(torch.ones(2),)], **timing)
+
+    timed = yardstick.side_by_side(setup, warmup=1, min_reps=4, max_reps=4, budget_s=0.1)
+    assert calls == [1] and timed.reference is None and timed.vs_reference is None and timed.record_fields() == {}
+    assert timed.submission.candidate.reps == 4

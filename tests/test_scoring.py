@@ -11,9 +11,10 @@ from grader.scoring import score_task
 CONFIGS = ["B4-S128-full", "B4-S128-causal", "B64-S4096-full", "B64-S4096-causal"]
 
 
-def report(speedups: dict[str, float | None], skipped: tuple[str, ...] = ()) -> Run:
+def report(speedups: dict[str, float | None], skipped: tuple[str, ...] = (), beside: dict | None = None) -> Run:
     """Task 4's report: every correctness case passed; each timed configuration passed with its
-    speedup, failed (None) or was skipped."""
+    speedup, failed (None) or was skipped; ``beside``: per configuration, the fields the timed test
+    records when the reference was timed beside it (harness.yardstick.SideBySide.record_fields)."""
     tests = [{"nodeid": "task4/test.py::test_attention_core[x]", "outcome": "passed", "call": {"outcome": "passed"}},
              {"nodeid": "task4/test.py::test_module[x]", "outcome": "passed", "call": {"outcome": "passed"}},
              {"nodeid": "task4/test.py::test_rejects_bad_inputs", "outcome": "passed", "call": {"outcome": "passed"}}]
@@ -26,7 +27,8 @@ def report(speedups: dict[str, float | None], skipped: tuple[str, ...] = ()) -> 
             tests.append({"nodeid": nodeid, "outcome": "failed",
                           "call": {"outcome": "failed", "longrepr": "RuntimeError: seq_len 4096 is not supported"}})
         else:
-            m = {"core_speedup": {"speedup": speedups[cfg], "trusted": True, "distrust": []}}
+            m = {"core_speedup": {"speedup": speedups[cfg], "trusted": True, "distrust": [],
+                                  **((beside or {}).get(cfg) or {})}}
             tests.append({"nodeid": nodeid, "outcome": "passed", "call": {"outcome": "passed"},
                           "metadata": {"measurements": m}})
     return Run(proc=None, report={"tests": tests}, problem=None)
@@ -63,3 +65,31 @@ def test_an_implausible_speedup_is_held_for_review():
     assert any("implausible speedup" in f and "held" in f for f in flags), flags
     paid, flags = speed_of(report(dict.fromkeys(CONFIGS, 10.0)), pay_implausible_before_review=True)
     assert paid.points == paid.max_points and any("implausible speedup" in f for f in flags)
+
+
+def side_by_side(vs_reference: float, reference: float = 0.625) -> dict:
+    return dict(vs_reference=vs_reference, reference_speedup=reference,
+                yardstick="the reference solution timed beside it, 2 rounds")
+
+
+def test_the_reference_timed_beside_sets_the_score():
+    """With the reference timed beside the submission, the score rests on the ratio of the two
+    speedups (full at full_at times the reference's speed, none at zero_at), not on a yardstick
+    measured elsewhere: here the reference passed to the scorer is deliberately far off."""
+    tr = rubric_mod.load().tasks["task4"].speedups[0]
+    half_way = (tr.full_at + tr.zero_at) / 2
+    run = report(dict.fromkeys(CONFIGS, 0.3), beside={c: side_by_side(half_way) for c in CONFIGS})
+    speed, flags = speed_of(run, reference=99.0)
+    assert abs(speed.points - speed.max_points / 2) < 1e-3, speed.reason
+    assert speed.basis == "the reference solution, timed beside it" and abs(speed.vs_reference - half_way) < 1e-9
+    assert speed.reference == 0.625 and "times the reference's" in speed.reason and not flags, (speed.reason, flags)
+
+
+def test_a_yardstick_that_did_not_run_everywhere_is_said():
+    """The reference failed beside one configuration: scored without it (the scorer's own
+    reference), and flagged with the reason the test recorded."""
+    beside = {c: side_by_side(1.0) for c in CONFIGS[:3]}
+    beside[CONFIGS[3]] = {"yardstick": "the reference solution failed while timed beside it: out of memory"}
+    speed, flags = speed_of(report(dict.fromkeys(CONFIGS, 0.6), beside=beside))
+    assert speed.basis == "reference" and speed.vs_reference is None, speed
+    assert any("scored without the reference timed beside it" in f and "out of memory" in f for f in flags), flags
