@@ -10,7 +10,9 @@
 #   4. `grader run` over the GPU tasks for the stubs: 0 expected, each with a reason;
 #   5. the task tests of tasks 1, 3 and 4 (correctness only) in a student's run;
 #   6. ("published") a copy of the reference's task-4 kernel in the original assignment's layout
-#      (task4/cuda/attention_kernel.cu) with a Results.md in its style, graded as a student's.
+#      (task4/cuda/attention_kernel.cu) with a Results.md in its style, graded as a student's;
+#   7. ("beside") a copy of the reference solutions graded as a student's with the reference timed
+#      beside it (vs_reference 1.00 expected), then a copy whose task-4 kernel launches twice.
 # Needs the wheels of pytest-json-report, pytest-metadata and landlockpy in .whl/ where pip has no network.
 set -u
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ copy_out() {
   # of everything else (logs, reports, raw.json, every build and test log of every task).
   [ -n "${OUT:-}" ] || return 0
   cp "$LOG/progress.log" "$OUT/" 2>/dev/null
-  tar -czf "$OUT/gpu_grader.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='published-submission' . 2>/dev/null
+  tar -czf "$OUT/gpu_grader.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' . 2>/dev/null
   true
 }
 trap copy_out EXIT
@@ -87,6 +89,42 @@ timeout 600 python3 -m grader run --submission "$PUB" --tasks 4 --no-reference -
 stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-published.log")"
 grep -E '^task[0-9]' "$LOG/grade-published.log" | while read -r line; do stamp "   $line"; done
 grep -E 'layout was mapped|Results.md' "$LOG/published/report.md" | head -8 | while read -r line; do stamp "   $line"; done
+fi
+if [[ " $PARTS " == *" beside "* ]]; then
+# Issue 15's yardstick: a copy of the reference solutions graded as a student's, with the reference
+# timed beside it (ratio 1.00 expected, full marks), and a copy whose task-4 kernel runs twice per call
+# (ratio about 0.5: half the speed points by the rubric's formula, (0.5 - zero_at) / (full_at - zero_at)).
+COPY=$LOG/reference-copy SLOW=$LOG/slowed-copy
+rm -rf "$COPY" "$SLOW" && cp -r "$SOL" "$COPY" && cp -r "$SOL" "$SLOW"
+python3 - "$SLOW/task4/attention_kernel.cu" <<'PY'
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+# The host function's launch, issued twice: the same answer, twice the work.
+launch = re.search(r"\n(\s*)(\w+<<<[^;]*;)", text)
+assert launch, "no kernel launch found in the task-4 reference"
+text = text[:launch.end()] + "\n" + launch.group(1) + launch.group(2) + "  // SLOWED ON PURPOSE: launched twice" + text[launch.end():]
+open(path, "w").write(text)
+PY
+for which in COPY SLOW; do
+  dir=${!which} tasks=${BESIDE_TASKS:=4,5,6}
+  [ "$which" = COPY ] || tasks=4  # the slowed kernel is task 4's
+  stamp "7. grader run, $(basename "$dir") as a student's, tasks $tasks, the reference timed beside it"
+  timeout ${BESIDE_TIMEOUT:-900} python3 -m grader run --submission "$dir" --tasks "$tasks" --out "$LOG/$(basename "$dir")" \
+    > "$LOG/grade-$(basename "$dir").log" 2>&1
+  stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-$(basename "$dir").log")"
+  grep -E '^task[0-9]' "$LOG/grade-$(basename "$dir").log" | while read -r line; do stamp "   $line"; done
+  python3 - "$LOG/$(basename "$dir")/raw.json" <<'PY' | while read -r line; do stamp "   $line"; done
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for name, t in doc["tasks"].items():
+    for s in t.get("speedups", []):
+        print(f"{name} {s['name']}: value {s.get('value')}, vs_reference {s.get('vs_reference')}, "
+              f"per config {s.get('vs_reference_configs')}, points {s['points']}/{s['max_points']} ({s.get('basis')})")
+PY
+  [ "${BESIDE_SLOW:-1}" = 1 ] || break
+done
+copy_out
 fi
 [ -z "$stubs_pid" ] || wait "$stubs_pid"
 stamp "DONE"
