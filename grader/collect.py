@@ -103,9 +103,14 @@ def gradebook_rows(rows: list[dict], tasks: list[str]) -> list[dict]:
         if raw:
             line["total"] = round(sum(_num(t.get("points")) or 0.0 for t in tr.values()), 4)
             line["max_total"] = round(sum(_num(t.get("max_points")) or 0.0 for t in tr.values()), 4)
+            # Bonus parts (extra points outside the total), where a task had any.
+            if any(t.get("bonus") for t in tr.values()):
+                line["bonus"] = round(sum(_num(t.get("bonus_points")) or 0.0 for t in tr.values()), 4)
         for task in tasks:
             line[task] = _num(tr[task].get("points")) if task in tr else None
             line[f"{task}_status"] = tr[task].get("status", "") if task in tr else ""
+            if task in tr and tr[task].get("bonus"):
+                line[f"{task}_bonus"] = _num(tr[task].get("bonus_points"))
         flags = _flags(raw)
         line["flag_count"] = len(flags)
         line["flags"] = " | ".join(flags)
@@ -121,8 +126,11 @@ def gradebook_rows(rows: list[dict], tasks: list[str]) -> list[dict]:
 
 def write_gradebook(path: Path, lines: list[dict], tasks: list[str]) -> None:
     columns = ["student", "status", "total", "max_total"]
+    with_bonus = [task for task in tasks if any(f"{task}_bonus" in line for line in lines)]
+    if with_bonus:
+        columns.append("bonus")
     for task in tasks:
-        columns += [task, f"{task}_status"]
+        columns += [task, f"{task}_status"] + ([f"{task}_bonus"] if task in with_bonus else [])
     columns += ["flag_count", "flags", "note", "gpu", "containment", "seed", "seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -163,8 +171,9 @@ def summarise(rows: list[dict], tasks: list[str]) -> dict:
         speedups: dict[str, dict] = {}
         for t in results:
             refs = t.get("reference_speedups") or {}
-            for s in t.get("speedups", []):
-                e = speedups.setdefault(s.get("name", "?"), dict(values=[], references=[]))
+            bonus = [(f"bonus: {s.get('name', '?')}", s) for b in t.get("bonus", []) for s in b.get("speedups", [])]
+            for name, s in [(s.get("name", "?"), s) for s in t.get("speedups", [])] + bonus:
+                e = speedups.setdefault(name, dict(values=[], references=[]))
                 if _num(s.get("value")):
                     e["values"].append(_num(s["value"]))
                 ref = _num(s.get("reference")) or _num(refs.get(s.get("name")))
@@ -176,6 +185,11 @@ def summarise(rows: list[dict], tasks: list[str]) -> dict:
                     students=stats(e["values"]), reference=stats(e["references"]),
                     values=sorted(round(v, 4) for v in e["values"]),
                     references=sorted(round(v, 4) for v in e["references"]))
+    bonus = [sum(_num(t.get("bonus_points")) or 0.0 for t in r["raw"]["tasks"].values()) for r in graded
+             if any(t.get("bonus") for t in r["raw"]["tasks"].values())]
+    if bonus:  # extra points outside the total (tasks' bonus parts)
+        summary["bonus"] = dict(stats(bonus), max_points=max(
+            sum(_num(t.get("bonus_max_points")) or 0.0 for t in r["raw"]["tasks"].values()) for r in graded))
     summary["time"] = _time_summary(graded, tasks)
     summary["flags"] = [dict(student=r["student"], flag=f) for r in rows if r["raw"] for f in _flags(r["raw"])]
     return summary
@@ -246,6 +260,10 @@ def summary_markdown(s: dict, tasks: list[str], plots: list[str], plots_note: st
     for task in tasks:
         e = s["tasks"][task]
         out.append(line(f"{task} (of {e['max_points']:g})", e, e["full"], e["zero"]))
+    if s.get("bonus", {}).get("n"):
+        b = s["bonus"]
+        out += ["", f"Bonus (extra points outside the total, of {b['max_points']:g}): {b['n']} student(s), mean "
+                f"{b['mean']:.3g}, median {b['median']:.3g}, max {b['max']:g}"]
     out += ["", "Task statuses: " + "; ".join(
         f"{task}: " + ", ".join(f"{n} {k}" for k, n in sorted(s["tasks"][task]["statuses"].items()))
         for task in tasks), ""]
@@ -340,6 +358,8 @@ def write_plots(results_dir: Path, s: dict, tasks: list[str], gradebook: list[di
             for task, tr in load().tasks.items():
                 for sp in tr.speedups:
                     thresholds[(task, sp.name)] = (sp.full_at, sp.zero_at)
+                for sp in (s for b in tr.bonus for s in b.speedups):
+                    thresholds[(task, f"bonus: {sp.name}")] = (sp.full_at, sp.zero_at)
         except Exception:  # noqa: BLE001 - the thresholds are a nicety
             pass
         fig, axes = plt.subplots(1, len(items), figsize=(4.5 * len(items), 3.2), squeeze=False)

@@ -20,16 +20,20 @@ PLOT_TOP = 20
 
 
 def boards(rows: list[dict]) -> dict[str, list[dict]]:
-    """``{"task4: <speedup name>": [{"student", "value", "reference", "flagged"}, ...]}``, best first."""
+    """``{"task4: <speedup name>": [{"student", "value", "reference", "flagged"}, ...]}``, best first.
+    A bonus part's speedup has its own board, ``"task4 bonus (<part>): <speedup name>"``."""
     out: dict[str, list[dict]] = {}
     for row in rows:
         raw = row.get("raw") or {}
         for task, r in raw.get("tasks", {}).items():
-            for s in r.get("speedups", []):
+            named = [(f"{task}: {s.get('name', '')}", s) for s in r.get("speedups", [])]
+            named += [(f"{task} bonus ({b.get('name', '')}): {s.get('name', '')}", s)
+                      for b in r.get("bonus", []) for s in b.get("speedups", [])]
+            for board, s in named:
                 value = s.get("value")
                 if not s.get("ranked") or not isinstance(value, (int, float)) or value <= 0:
                     continue
-                out.setdefault(f"{task}: {s.get('name', '')}", []).append(dict(
+                out.setdefault(board, []).append(dict(
                     student=row["student"], value=float(value), reference=s.get("reference"),
                     flagged=bool(s.get("flagged"))))
     for entries in out.values():

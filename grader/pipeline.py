@@ -109,7 +109,7 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         if stage.mapped:  # the original assignment's layout: graded the same, and said so
             result["notes"] = [f"the original assignment's layout was mapped: {src} graded as {dst}"
                                for dst, src in sorted(stage.mapped.items()) if dst in TASKS[task].editable]
-        for rel in TASKS[task].editable:
+        for rel in (*TASKS[task].editable, *TASKS[task].optional):  # the bonus part's files too
             if (stage.submission / rel).exists() and rel not in stage.missing:
                 result["flags"] += scan_file(stage.submission / rel, rel)
         if stage.missing or any(r in TASKS[task].editable for r in stage.rejected):
@@ -174,6 +174,14 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         result.update(points=score.points, status=score.status, reason=score.reason,
                       checks=[asdict(c) for c in score.checks], speedups=[asdict(s) for s in score.speedups])
         result["flags"] += score.flags
+        if score.bonus:  # the task's bonus parts: extra points, kept apart from its points
+            result.update(bonus=[asdict(b) for b in score.bonus], bonus_max_points=score.bonus_max_points,
+                          bonus_points=0.0 if changed else score.bonus_points)
+            if "reference_speedups" in result:  # what the bonus speedups were scored against, too
+                result["reference_speedups"].update(
+                    {s.name: s.reference for b in score.bonus for s in b.speedups if s.reference})
+            progress(name, f"bonus {result['bonus_points']:g}/{score.bonus_max_points:g} (outside the task's points: "
+                     + "; ".join(f"{b.name} {b.points:g}/{b.max_points:g}: {b.reason}" for b in score.bonus)[:300] + ")")
         if only:  # the yardstick's timed tests: no correctness grid ran, so no points to show
             measured = result["reference_speedups"] = speedups_by_name(tr, cases_of(run))
             progress(name, "yardstick (timed tests only): " + (", ".join(f"{k} {v:.3g}x" for k, v in measured.items())
@@ -211,7 +219,7 @@ def reference_speedups(task: str, out: Path, rubric: Rubric, seed: int, progress
 def speedups_by_name(tr, cases) -> dict[str, float]:
     """The geometric-mean speedup of each of a task's rubric speedups, where measured."""
     values = {}
-    for s in tr.speedups:
+    for s in tr.all_speedups:  # the bonus parts' too
         configs, _ = measured_speedups(s, cases)
         if configs:
             values[s.name] = geometric_mean(list(configs.values()))

@@ -130,7 +130,7 @@ def release(out_dir: Path, *, build: bool = True, tests: bool = True, root: Path
     # A leak is a solution-only symbol that a handout file of the same language
     # defines, or that a file the student edits mentions at all. (Mentions in
     # provided files, like an extension's name in the manifest, are not code.)
-    editable = {f for t in TASKS.values() for f in t.editable}
+    editable = {f for t in TASKS.values() for f in (*t.editable, *t.optional)}
     handout_code = [rel for rel in files if Path(rel).suffix in (".py", ".cu", ".cuh")]
     for sol_rel, symbols in solution_only_symbols(root).items():
         lang = Path(sol_rel).suffix == ".py"
@@ -179,6 +179,7 @@ def release(out_dir: Path, *, build: bool = True, tests: bool = True, root: Path
                 # A stub must earn nothing: no case of a graded check may pass. (Tests of
                 # provided parts, such as input checks or RoPE, may.)
                 graded = {t for check in rubric.tasks[task].checks for t in check.tests}
+                graded |= rubric.tasks[task].bonus_tests  # a bonus stub earns nothing either
                 earned = [c for c in cases if c.outcome == "passed" and c.function in graded]
                 clean = run.problem is None and not unclean and not earned
                 graded_cases = [c for c in cases if c.function in graded]

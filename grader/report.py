@@ -45,8 +45,38 @@ def total_points(results: dict) -> tuple[float, float]:
     return round(sum(t.get("points", 0.0) for t in tasks), 4), sum(t.get("max_points", 0.0) for t in tasks)
 
 
+def bonus_points(results: dict) -> tuple[float, float]:
+    """The bonus points earned and on offer (tasks' bonus parts), outside :func:`total_points`."""
+    tasks = results.get("tasks", {}).values()
+    return (round(sum(t.get("bonus_points", 0.0) for t in tasks), 4),
+            round(sum(t.get("bonus_max_points", 0.0) for t in tasks), 4))
+
+
+def _bonus_tests(n: str, head: str, r: dict, first: int) -> tuple[list[dict], list[dict]]:
+    """Gradescope tests (extra credit: max_score 0, the points earned as score) and leaderboard
+    entries of a task's bonus parts."""
+    tests, board = [], []
+    parts = [(p, kind, item) for p in r.get("bonus", []) for kind in ("checks", "speedups") for item in p[kind]]
+    for j, (p, kind, x) in enumerate(parts, first):
+        text = (f"{x['passed']}/{x['ran']} cases passed" + _skipped(x)
+                + ("\n" + "\n".join(x["messages"]) if x["messages"] else "")) if kind == "checks" else (
+            x["reason"] + "".join(f"\n{k}: {v:.3g}x" for k, v in x["configs"].items()))
+        tests.append(dict(
+            name=f"{head} - bonus ({p['name']}): {x['name']}", number=f"{n}.{j}", score=x["points"], max_score=0.0,
+            status="passed" if x["status"] == "passed" else "failed", visibility="visible",
+            output=_cut(f"Bonus, extra credit outside the assignment's points: up to {x['max_points']:g}.\n" + text)))
+        if kind == "speedups" and x.get("ranked") and not x.get("flagged") and x.get("value"):
+            board.append(dict(name=f"Task {n} bonus {p['name']} speedup", value=round(x["value"], 4), order="desc"))
+    return tests, board
+
+
 def gradescope(results: dict) -> dict:
-    """The Gradescope ``results.json`` document."""
+    """The Gradescope ``results.json`` document.
+
+    Bonus parts are extra credit: each of their checks and speedups is a test with
+    ``max_score`` 0 and the points it earned as its ``score``, and the document's ``score``
+    (which Gradescope takes over the sum of the tests) is the assignment's points plus the
+    bonus, so a full score with bonus is above the assignment's total."""
     tests, leaderboard = [], []
     for task, r in results.get("tasks", {}).items():
         n = task.removeprefix("task")
@@ -72,7 +102,10 @@ def gradescope(results: dict) -> dict:
             ))
             if s.get("ranked") and not s.get("flagged") and s.get("value"):
                 leaderboard.append(dict(name=f"Task {n} speedup", value=round(s["value"], 4), order="desc"))
-    score, _ = total_points(results)
+        extra, board = _bonus_tests(n, head, r, len(r["checks"]) + len(r["speedups"]) + 1)
+        tests += extra
+        leaderboard += board
+    score = round(total_points(results)[0] + bonus_points(results)[0], 4)
     flags = results.get("flags", []) + [f for r in results.get("tasks", {}).values() for f in r.get("flags", [])]
     output = summary_text(results)
     if flags:
@@ -106,7 +139,8 @@ def validate_gradescope(doc: dict) -> list[str]:
         if t.get("visibility") not in (None, "hidden", "after_due_date", "after_published", "visible"):
             problems.append(f"tests[{i}].visibility is not one Gradescope knows")
         if isinstance(t.get("score"), (int, float)) and isinstance(t.get("max_score"), (int, float)):
-            if t["score"] > t["max_score"] + 1e-9:
+            # max_score 0 with a positive score is extra credit (the bonus parts); otherwise no more than the max.
+            if t["score"] > t["max_score"] + 1e-9 and t["max_score"] != 0:
                 problems.append(f"tests[{i}] scores more than its max_score")
     for i, e in enumerate(doc.get("leaderboard", [])):
         if not isinstance(e.get("name"), str) or not isinstance(e.get("value"), (int, float, str)):
@@ -143,7 +177,31 @@ def summary_text(results: dict) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
     score, max_score = total_points(results)
     lines.append(f"total {score:g} / {max_score:g}   (seed {results.get('seed')}, GPU: {results.get('gpu')})")
+    bonus, bonus_max = bonus_points(results)
+    if bonus_max:
+        lines.append(f"bonus {bonus:g} / {bonus_max:g}   (extra points, outside the total: " + "; ".join(
+            f"{task} {p['name']} {p['points']:g}/{p['max_points']:g}"
+            for task, r in results.get("tasks", {}).items() for p in r.get("bonus", [])) + ")")
     return "\n".join(lines)
+
+
+def _bonus_markdown(r: dict) -> list[str]:
+    """report.md's lines for a task's bonus parts."""
+    if not r.get("bonus"):
+        return []
+    out = ["", f"Bonus (extra points, outside the task's {r.get('max_points', 0):g}): "
+           f"{r.get('bonus_points', 0):g} / {r.get('bonus_max_points', 0):g}", ""]
+    for p in r["bonus"]:
+        out.append(f"- **bonus, {p['name']}**: {p['points']:g} / {p['max_points']:g}: {p.get('reason', '')}")
+        for c in p["checks"]:
+            out.append(f"  - {c['name']}: {c['points']:g} / {c['max_points']:g} "
+                       f"({c['passed']}/{c['ran']} cases passed{_skipped(c)})")
+            for m in c["messages"]:
+                out += ["", "    ```text", *("    " + line for line in m.splitlines()), "    ```"]
+        for s in p["speedups"]:
+            out.append(f"  - {s['name']}: {s['points']:g} / {s['max_points']:g}: {s['reason']}")
+            out += [f"    - `{k}`: {v:.3g}x" for k, v in s.get("configs", {}).items()]
+    return out
 
 
 def _containments(results: dict) -> str:
@@ -158,7 +216,9 @@ def _containments(results: dict) -> str:
 
 def markdown(results: dict) -> str:
     score, max_score = total_points(results)
-    out = [f"# Grading report: {score:g} / {max_score:g}", "",
+    bonus, bonus_max = bonus_points(results)
+    extra = f" (bonus: {bonus:g} / {bonus_max:g} more)" if bonus_max else ""
+    out = [f"# Grading report: {score:g} / {max_score:g}{extra}", "",
            f"- submission: `{results.get('submission')}`", f"- GPU: {results.get('gpu')}",
            f"- seed: {results.get('seed')} (inputs were drawn from it; a re-run uses a new one)",
            f"- wall time: {results.get('execution_time', 0):.0f} s",
@@ -186,6 +246,7 @@ def markdown(results: dict) -> str:
             out.append(f"- **{s['name']}**: {s['points']:g} / {s['max_points']:g}: {s['reason']}")
             for k, v in s.get("configs", {}).items():
                 out.append(f"  - `{k}`: {v:.3g}x")
+        out += _bonus_markdown(r)
         durations = (r.get("tests") or {}).get("duration_by_test") or {}
         if durations:
             out += ["", "Seconds per test: " + ", ".join(f"{k} {v:.1f}" for k, v in durations.items())]

@@ -45,6 +45,21 @@ class Speedup:
 
 
 @dataclass(frozen=True)
+class BonusPart:
+    """A bonus part of a task (``[[taskN.bonus]]``): points outside the assignment's total. Its
+    speedups are gated by its own checks only, and nothing in it gates, or counts towards, the
+    task's own score."""
+
+    name: str
+    checks: tuple[Check, ...]
+    speedups: tuple[Speedup, ...] = ()
+
+    @property
+    def points(self) -> float:
+        return sum(c.points for c in self.checks) + sum(s.points for s in self.speedups)
+
+
+@dataclass(frozen=True)
 class TaskRubric:
     task: str
     points: float
@@ -52,6 +67,23 @@ class TaskRubric:
     speedups: tuple[Speedup, ...] = ()
     #: The manifest's limit (``Task.test_timeout_s``) unless the rubric file sets its own.
     test_timeout_s: float = DEFAULT_TEST_TIMEOUT_S
+    #: The task's bonus parts (extra points, reported apart from ``points``).
+    bonus: tuple[BonusPart, ...] = ()
+
+    @property
+    def bonus_points(self) -> float:
+        return sum(b.points for b in self.bonus)
+
+    @property
+    def all_speedups(self) -> tuple[Speedup, ...]:
+        """The task's speedups and its bonus parts' (what the yardstick times for the reference)."""
+        return self.speedups + tuple(s for b in self.bonus for s in b.speedups)
+
+    @property
+    def bonus_tests(self) -> set[str]:
+        """The test functions only the bonus parts score."""
+        return {t for b in self.bonus for c in b.checks for t in c.tests} | {
+            s.test for b in self.bonus for s in b.speedups}
 
 
 @dataclass(frozen=True)
@@ -71,6 +103,11 @@ class Rubric:
     @property
     def total(self) -> float:
         return sum(t.points for t in self.tasks.values())
+
+    @property
+    def bonus_total(self) -> float:
+        """The bonus points on offer, outside :attr:`total`."""
+        return sum(t.bonus_points for t in self.tasks.values())
 
 
 class RubricError(ValueError):
@@ -104,13 +141,31 @@ def unknown_names(task: TaskRubric) -> list[str]:
     tests = defined_tests(task.task)
     if tests is None:
         return []
-    bad = [f"test {t!r} (check '{c.name}')" for c in task.checks for t in c.tests if t not in tests]
-    for s in task.speedups:
+    checks = task.checks + tuple(c for b in task.bonus for c in b.checks)
+    bad = [f"test {t!r} (check '{c.name}')" for c in checks for t in c.tests if t not in tests]
+    for s in task.all_speedups:
         if s.test not in tests:
             bad.append(f"test {s.test!r} (speedup '{s.name}')")
         elif s.measurement not in tests[s.test]:
             bad.append(f"measurement {s.measurement!r}, which {s.test} never records (speedup '{s.name}')")
     return bad
+
+
+def _checks(spec: dict) -> tuple[Check, ...]:
+    return tuple(
+        Check(c["name"], tuple(c["tests"]), float(c["points"]), bool(c.get("all_or_nothing", False)))
+        for c in spec.get("checks", [])
+    )
+
+
+def _speedups(spec: dict) -> tuple[Speedup, ...]:
+    return tuple(
+        Speedup(
+            s["name"], s["test"], s["measurement"], float(s["points"]), float(s["full_at"]),
+            float(s["zero_at"]), float(s["absolute_full_at"]), float(s["absolute_zero_at"]),
+        )
+        for s in spec.get("speedups", [])
+    )
 
 
 def _points(value) -> str:
@@ -141,27 +196,22 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
         if "points" in spec and abs(float(spec["points"]) - entry.points) > POINTS_TOLERANCE:
             raise RubricError(f"{path}: [{name}] says points = {spec['points']}, but harness/tasks.py makes {name} "
                               f"worth {_points(entry.points)} (the assignment's split): change one of them")
-        checks = tuple(
-            Check(c["name"], tuple(c["tests"]), float(c["points"]), bool(c.get("all_or_nothing", False)))
-            for c in spec.get("checks", [])
-        )
-        speedups = tuple(
-            Speedup(
-                s["name"], s["test"], s["measurement"], float(s["points"]), float(s["full_at"]),
-                float(s["zero_at"]), float(s["absolute_full_at"]), float(s["absolute_zero_at"]),
-            )
-            for s in spec.get("speedups", [])
-        )
+        checks, speedups = _checks(spec), _speedups(spec)
+        bonus = tuple(BonusPart(str(b["name"]), _checks(b), _speedups(b)) for b in spec.get("bonus", []))
         task = TaskRubric(name, float(entry.points), checks, speedups,
-                          float(spec.get("test_timeout_s", entry.test_timeout_s)))
+                          float(spec.get("test_timeout_s", entry.test_timeout_s)), bonus)
         unknown += [f"{name}: {u}" for u in unknown_names(task)]
         parts = sum(c.points for c in checks) + sum(s.points for s in speedups)
         if abs(parts - task.points) > POINTS_TOLERANCE:
             raise RubricError(f"{path}: {name}'s checks and speedups add up to {parts:g}, not the "
                               f"{_points(task.points)} harness/tasks.py makes it worth")
-        for s in speedups:
+        for s in task.all_speedups:
             if not (s.zero_at < s.full_at and s.absolute_zero_at < s.absolute_full_at):
                 raise RubricError(f"{path}: {name} speedup '{s.name}': zero_at must be below full_at")
+        shared = task.bonus_tests & ({t for c in checks for t in c.tests} | {s.test for s in speedups})
+        if task.bonus and shared:  # a bonus must neither gate nor be gated by the task's own checks
+            raise RubricError(f"{path}: {name}'s bonus names tests its own checks or speedups score too: "
+                              f"{', '.join(sorted(shared))}")
         tasks[name] = task
     if unknown:
         raise RubricError(f"{path} names what the tests do not define: {'; '.join(unknown)}. Fix the rubric "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .rubric import Check, Rubric, Speedup, TaskRubric
+from .rubric import BonusPart, Check, Rubric, Speedup, TaskRubric
 from .runner import TestRun
 
 NOT_IMPLEMENTED = "not implemented yet"
@@ -70,6 +70,18 @@ class SpeedupResult:
 
 
 @dataclass
+class BonusResult:
+    """A bonus part's score (grader/rubric.py's BonusPart): extra points, outside the task's."""
+
+    name: str
+    points: float
+    max_points: float
+    checks: list[CheckResult]
+    speedups: list[SpeedupResult]
+    reason: str = ""
+
+
+@dataclass
 class TaskScore:
     points: float
     max_points: float
@@ -78,6 +90,16 @@ class TaskScore:
     checks: list[CheckResult]
     speedups: list[SpeedupResult]
     flags: list[str]
+    #: The task's bonus parts: never in ``points`` (nor in the assignment's total).
+    bonus: list[BonusResult] = field(default_factory=list)
+
+    @property
+    def bonus_points(self) -> float:
+        return round(sum(b.points for b in self.bonus), 4)
+
+    @property
+    def bonus_max_points(self) -> float:
+        return sum(b.max_points for b in self.bonus)
 
 
 def _message(test: dict) -> str:
@@ -270,11 +292,32 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
     return result
 
 
+def score_bonus(rubric: Rubric, part: BonusPart, cases: list[Case], references: dict[str, float],
+                flags: list[str]) -> BonusResult:
+    """A bonus part, scored as a task is: its speedups are gated by its own checks only."""
+    checks = [score_check(c, cases) for c in part.checks]
+    gate_open = all(c.status == "passed" for c in checks)
+    speedups = [score_speedup(s, cases, gate_open, references.get(s.name), rubric.implausible_factor, flags,
+                              rubric.pay_implausible_before_review) for s in part.speedups]
+    points = round(sum(c.points for c in checks) + sum(s.points for s in speedups), 4)
+    first_bad = next((c for c in checks if c.status != "passed"), None)
+    slow = next((s for s in speedups if s.status != "passed"), None)
+    if first_bad:  # with the first failure's message: "no bonus file" and "not implemented" say so here
+        why = ((first_bad.messages or [first_bad.status])[0].strip().splitlines() or [""])[0][:200]
+        reason = f"{first_bad.name}: {first_bad.passed}/{first_bad.ran} cases pass ({why})"
+    else:
+        reason = f"{slow.name}: {slow.reason}" if slow else "every check passed"
+    return BonusResult(part.name, points, part.points, checks, speedups, reason)
+
+
 def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
                references: dict[str, float] | None = None) -> TaskScore:
     references = references or {}
-    cases = cases_of(run)
+    all_cases = cases_of(run)
     flags: list[str] = []
+    # The bonus parts are scored on their own tests; the task's score and status never see them.
+    bonus = [score_bonus(rubric, part, all_cases, references, flags) for part in task_rubric.bonus]
+    cases = [c for c in all_cases if c.function not in task_rubric.bonus_tests]
     checks = [score_check(c, cases) for c in task_rubric.checks]
     gate_open = all(c.status == "passed" for c in checks)
     speedups = [
@@ -303,4 +346,4 @@ def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
         else:
             slow = next((s for s in speedups if s.status == "failed"), None)
             reason = f"{slow.name}: {slow.reason}" if slow else "every check passed"
-    return TaskScore(points, task_rubric.points, status, reason, checks, speedups, flags)
+    return TaskScore(points, task_rubric.points, status, reason, checks, speedups, flags, bonus)

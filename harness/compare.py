@@ -166,8 +166,12 @@ def compare(
     what: str = "output",
     dims: Sequence[str] | None = None,
     context: dict | None = None,
+    baseline_name: str = "PyTorch float32",
 ) -> ErrorReport:
-    """Measure ``out`` against ``ref64`` under the tolerance rule; never raises on a mismatch."""
+    """Measure ``out`` against ``ref64`` under the tolerance rule; never raises on a mismatch.
+
+    ``baseline_name`` says in a failure message what computed ``torch32`` (task 4's bonus
+    measures its bf16 kernel against PyTorch's bf16 SDPA: "PyTorch bf16 SDPA")."""
     context = dict(context or {})
     shape_note = ", ".join(f"{k}={v}" for k, v in context.items())
     label = f"{what} ({shape_note})" if shape_note else what
@@ -219,7 +223,7 @@ def compare(
         report.hint = diagnose(out64, ref64, bad, dims, context)
         where = ", ".join(f"{k}={v}" for k, v in worst.items())
         rule = (
-            f"{TOLERANCE_FACTOR:g} x PyTorch float32's own error {err32:.2e}, floor "
+            f"{TOLERANCE_FACTOR:g} x {baseline_name}'s own error {err32:.2e}, floor "
             f"{FLOOR_ULPS} ulps"
             if err32 is not None
             else f"{FLOOR_ULPS} float32 ulps of the output's magnitude"

@@ -60,6 +60,14 @@ class Task:
     judged: bool = False
     #: Seconds the grader lets the task's tests run before it stops them (a hang).
     test_timeout_s: float = DEFAULT_TEST_TIMEOUT_S
+    #: Files of the task's bonus part (relative to the repository root): a student may edit or
+    #: add them, the grader takes them from a submission like ``editable`` ones, but a submission
+    #: without them is not missing anything: the task keeps its score and only the bonus is 0.
+    optional: tuple[str, ...] = ()
+    #: Extensions of the bonus part, built from ``optional`` files by the task's compile script
+    #: after its own; a bonus build that fails (or a bonus file that is absent) fails only the
+    #: bonus tests, never the compile step (see :func:`harness.build.compile_main`).
+    bonus_extensions: tuple[str, ...] = ()
 
     @property
     def number(self) -> int:
@@ -71,6 +79,8 @@ EXTENSIONS: dict[str, Extension] = {
     for ext in (
         Extension("custom_self_attention", "task2", ("task2/attention_kernel.cu",)),
         Extension("custom_flash_attention", "task4", ("task4/attention_kernel.cu",)),
+        # Task 4's bonus part: the tensor-core kernels (bf16 and 3xTF32), an optional file.
+        Extension("custom_flash_attention_tc", "task4", ("task4/attention_kernel_tc.cu",)),
         Extension(
             "custom_flash_attention_decode", "task5", ("task5/attention_kernel.cu",)
         ),
@@ -117,8 +127,11 @@ TASKS: dict[str, Task] = {
             needs_gpu=True,
             tests=("task4/test.py",),
             judged=True,
-            # Longer than the default: the shape grid, then four timed configurations up to S=4096.
-            test_timeout_s=1800,
+            # Longer than the default: the shape grid, then four timed configurations up to S=4096,
+            # and the bonus part's two grids and eight timed configurations.
+            test_timeout_s=2400,
+            optional=("task4/attention_kernel_tc.cu",),
+            bonus_extensions=("custom_flash_attention_tc",),
         ),
         Task(
             "task5",
@@ -159,10 +172,12 @@ TASKS: dict[str, Task] = {
 
 
 def editable_files() -> set[str]:
-    """Every path a student may edit, across all tasks (plus Results.md)."""
+    """Every path a student may edit, across all tasks (plus Results.md), the bonus parts'
+    optional files included."""
     files = {RESULTS_FILE}
     for task in TASKS.values():
         files.update(task.editable)
+        files.update(task.optional)
     return files
 
 

@@ -52,7 +52,8 @@ def main(test_file: str, description: str, selectors: dict[str, str] | None = No
     task = Path(test_file).parent.name
     print(f"{description}\n  files under test: "
           + ", ".join(str(source_path(rel)) if (impl_root() / rel).exists() else f"{impl_root() / rel} (missing)"
-                      for rel in TASKS[task].editable or ("(none: this task runs the kernels of tasks 4 and 5)",))
+                      for rel in (*TASKS[task].editable, *TASKS[task].optional)
+                      or ("(none: this task runs the kernels of tasks 4 and 5)",))
           + f"\n  seed: {run_seed()} (ATTN_KIT_SEED={run_seed()} replays this run)"
           + f"\n  device: {device_name()}", flush=True)
     broken = syntax_error(task)

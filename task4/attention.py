@@ -22,6 +22,19 @@ def extension():
     return built(EXTENSION)
 
 
+#: The bonus part's extension, from task4/attention_kernel_tc.cu (optional: README, Task 4 bonus).
+TENSOR_CORE_EXTENSION = "custom_flash_attention_tc"
+
+
+def tensor_core_extension():
+    """The bonus part's compiled extension: ``custom_flash_attention_bf16`` and
+    ``custom_flash_attention_3xtf32``, the same interface as ``custom_flash_attention`` on the
+    tensor cores (built on first use, then cached for this process)."""
+    from harness.build import extension as built
+
+    return built(TENSOR_CORE_EXTENSION)
+
+
 class CustomFlashAttention(KernelAttention):
     """Multi-head self-attention with given weights (``nn.Linear`` layout: ``q = x @ w_q.T``)
     whose core is your fused kernel of ``task4/attention_kernel.cu``.

@@ -25,6 +25,13 @@ Performance (``perf``; hidden 4096, 32 heads, so head_dim 128):
   ``scaled_dot_product_attention`` in float32 on the same q, k, v (the fair,
   like-for-like comparison, and the one the grader scores), with TFLOP/s.
 
+Bonus (``-k bonus``; task4/attention_kernel_tc.cu, optional: without it task 4 keeps its
+score and only the bonus points are 0): the same interface on the tensor cores, in bf16
+(checked against float64 within a few times PyTorch's bf16 SDPA error, timed against SDPA's
+FlashAttention backend in bf16) and in float32 through 3xTF32 (within a few times float32
+SDPA's error, timed against float32 SDPA), over the same kind of shape grid and the same
+four timed configurations.
+
 All tests need a CUDA GPU; without one they are skipped, with the reason shown.
 """
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness import bonus_checks
 from harness.shared_checks import (
     LARGE_SCORES_STD, MODULE_DIMS, MODULE_SHAPES, TIMED_SAMPLES, attention_references, check_attention_core,
     check_attention_module, check_timed_samples, core_id, mha_forward, module_id, nn_multihead_attention,
@@ -249,6 +257,188 @@ def test_core_speed(cfg, record):
         ),
     )
 
+
+# ---------------------------------------------------------------- bonus: tensor cores
+# The second student file, task4/attention_kernel_tc.cu (extension custom_flash_attention_tc,
+# README "Task 4 bonus"): custom_flash_attention_bf16 (bf16 in and out) and
+# custom_flash_attention_3xtf32 (float32 in and out), each (q, k, v, num_heads, causal) like
+# custom_flash_attention. Scored as bonus points outside the assignment's 20 (grader/rubric.toml).
+BONUS_VARIANTS = list(bonus_checks.VARIANTS)
+#: (batch, seq_len, num_heads, head_dim): one token, tile edges, every head_dim the kernels are
+#: built for (16, 32, 64, 128), odd ones, and the published head layout at full length.
+BONUS_CASES = [
+    (b, s, 2, d)
+    for s in (1, 7, 129, 1000)
+    for d in (16, 32, 64, 128)
+    for b in ((2,) if s < 1000 else (1,))
+] + [
+    (2, 64, 4, 64),  # exactly one tile
+    (1, 2049, 4, 128),  # one past a power of two
+    (3, 200, 3, 80),  # head_dim that is not a power of two
+    (2, 77, 5, 3),  # tiny, odd head_dim
+    (1, 4096, 32, 128),  # the published head layout at full length
+]
+BONUS_LARGE_SCORE_CASES = [(2, 129, 2, 64), (1, 1000, 2, 128)]
+#: Build or import errors of the bonus extension, by whose files they came from: the first
+#: bonus test says why, the others fail at once instead of running the compiler again.
+_TC_ERRORS: dict[str, BaseException] = {}
+
+
+def _tc_ext():
+    """The bonus extension (task4/attention_kernel_tc.cu), in the worker in the grader."""
+    from harness import remote
+    from harness.compare import CheckFailed
+    from harness.impl import impl_root
+
+    whose = str(remote.client().impl) if is_judge() else str(impl_root())
+    if whose in _TC_ERRORS:
+        raise CheckFailed(f"the bonus extension custom_flash_attention_tc did not build or load earlier in this run "
+                          f"(the first bonus test says why): {_first_line(_TC_ERRORS[whose])}")
+    try:
+        return _attention_module().tensor_core_extension()
+    except remote.WorkerFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a missing or broken bonus file fails the bonus tests only
+        _TC_ERRORS[whose] = exc
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _tc_kernel(variant: str):
+    return getattr(_tc_ext(), bonus_checks.VARIANTS[variant]["function"])
+
+
+def _bonus_core(variant, case, causal, record, **large):
+    report = bonus_checks.check_core(_tc_kernel(variant), variant, case, causal, device=DEVICE,
+                                     tag=f"task4/bonus-{variant}{'-large' if large else ''}/{core_id(case)}", **large)
+    record("error", **report.as_dict())
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("case", BONUS_CASES, ids=core_id)
+def test_bonus_bf16_core(case, causal, record):
+    """bf16 q, k, v: within a few times PyTorch's bf16 SDPA error of float64."""
+    _bonus_core("bf16", case, causal, record)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("case", BONUS_CASES, ids=core_id)
+def test_bonus_3xtf32_core(case, causal, record):
+    """float32 q, k, v through 3xTF32: within a few times float32 SDPA's error of float64."""
+    _bonus_core("3xtf32", case, causal, record)
+
+
+_LARGE = dict(std=LARGE_SCORES_STD, hint="a NaN or inf here means exp ran on a score without the running maximum "
+                                         "subtracted")
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("case", BONUS_LARGE_SCORE_CASES, ids=core_id)
+def test_bonus_bf16_large_scores(case, causal, record):
+    _bonus_core("bf16", case, causal, record, **_LARGE)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("case", BONUS_LARGE_SCORE_CASES, ids=core_id)
+def test_bonus_3xtf32_large_scores(case, causal, record):
+    _bonus_core("3xtf32", case, causal, record, **_LARGE)
+
+
+_BONUS_BAD_INPUTS_SCRIPT = """
+from harness.bonus_checks import VARIANTS, expect_input_checks
+from harness.impl import load_module
+
+variant = {variant!r}
+expect_input_checks(getattr(load_module("task4.attention").tensor_core_extension(), VARIANTS[variant]["function"]),
+                    variant)
+"""
+
+
+def _bonus_bad_inputs(variant, record):
+    _tc_ext()  # a bonus file that does not build fails here, once, instead of in the child's compiler
+    run_input_checks(_BONUS_BAD_INPUTS_SCRIPT.format(variant=variant), record)
+
+
+def test_bonus_bf16_rejects_bad_inputs(record):
+    """Wrong dtype (float32 too), device, layout or head size must raise a clear error."""
+    _bonus_bad_inputs("bf16", record)
+
+
+def test_bonus_3xtf32_rejects_bad_inputs(record):
+    """Wrong dtype (bf16 too), device, layout or head size must raise a clear error."""
+    _bonus_bad_inputs("3xtf32", record)
+
+
+def _bonus_speed(variant: str, cfg, record):
+    """As test_core_speed, for a bonus kernel against its baseline (bonus_checks.baseline_of):
+    SDPA's FlashAttention backend in bf16, or float32 SDPA."""
+    b, s, causal = cfg
+    torch.cuda.empty_cache()
+    opts = _timing_options(b, s)
+    dtype, function = bonus_checks.dtype_of(variant), bonus_checks.VARIANTS[variant]["function"]
+    baseline = bonus_checks.baseline_of(variant)
+    tag = f"task4/perf_bonus_{variant}/{_config_id(cfg)}"
+    own_sets = [tuple(randn(b, s, HIDDEN, tag=f"{tag}/{n}{i}", device=DEVICE, dtype=dtype) for n in "qkv")
+                for i in range(opts["n_sets"])] if is_judge() else None
+    drawn: list = []
+
+    def setup():
+        """The timed problem where the kernel runs (the submission's worker, or the reference's)."""
+        sets = [tuple(bonus_checks.worker_randn_as(dtype, b, s, HIDDEN, tag=f"{tag}/{n}{i}", device=DEVICE)
+                      for n in "qkv") for i in range(opts["n_sets"])]
+        drawn.append(sets)
+        kernel_fn = getattr(_tc_ext(), function)
+        assert_own_kernel(kernel_fn, *sets[0], HEADS, causal, what=function, keep_result=True)
+        kernel, base = bound(kernel_fn, HEADS, causal), bound(baseline, HEADS, causal)
+        judge_baseline = (bind_tail(baseline, HEADS, causal), own_sets[:1]) if is_judge() else None
+
+        def block(**timing):
+            with torch.no_grad(), strict_float32():
+                return compare_speed(kernel, base, sets, judge_baseline=judge_baseline, **timing)
+
+        return block
+
+    timed = side_by_side(setup, warmup=opts["warmup"], min_reps=opts["min_reps"], max_reps=opts["max_reps"],
+                         budget_s=opts["budget_s"], keep_outputs=TIMED_SAMPLES)
+    cmp = timed.submission
+    # Timed outputs drawn at random, against float64 under the variant's tolerance (batch item 0).
+    cmp.samples[:] = [o.float() if isinstance(o, torch.Tensor) else o for o in cmp.samples]
+    sets_here = own_sets if is_judge() else drawn[0]
+    recheck = check_timed_samples(
+        cmp, lambda i: bonus_checks.references(*(t[:1] for t in sets_here[i]), HEADS, causal, variant),
+        f"{function} timed output", dims=MODULE_DIMS, context=dict(B=b, S=s, causal=causal),
+        baseline_name=bonus_checks.VARIANTS[variant]["baseline"])
+    cmp.samples.clear()
+    d = HIDDEN // HEADS
+    flops = 4.0 * b * HEADS * s * s * d / (2 if causal else 1)
+    tflops, base_tflops = flops / cmp.candidate.median_ms / 1e9, flops / cmp.baseline.median_ms / 1e9
+    label = _config_label(b, s, causal)
+    against = "SDPA FlashAttention backend, bf16" if variant == "bf16" else "SDPA float32"
+    beside = f", {timed.vs_reference:.2f}x the reference timed beside it" if timed.vs_reference else ""
+    return dict(
+        **cmp.as_dict(), **timed.record_fields(), config=label, against=against, custom_tflops=tflops,
+        baseline_tflops=base_tflops, timed_output_error=recheck.max_abs_error, timed_output_allowed=recheck.allowed,
+        display=(f"task4 bonus {variant} vs {against}, {label}: {cmp.candidate.median_ms:.3f} ms ({tflops:.1f} "
+                 f"TFLOP/s) vs {cmp.baseline.median_ms:.3f} ms ({base_tflops:.1f} TFLOP/s), ratio "
+                 f"{cmp.speedup:.2f}x{beside}"),
+    )
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("cfg", PERF_CONFIGS, ids=_config_id)
+def test_bonus_bf16_speed(cfg, record):
+    """The bf16 kernel against SDPA's FlashAttention backend in bf16, on the same q, k, v."""
+    record("bonus_bf16_speedup", **_bonus_speed("bf16", cfg, record))
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("cfg", PERF_CONFIGS, ids=_config_id)
+def test_bonus_3xtf32_speed(cfg, record):
+    """The 3xTF32 kernel against float32 SDPA (TF32 off), on the same q, k, v."""
+    record("bonus_3xtf32_speedup", **_bonus_speed("3xtf32", cfg, record))
 
 if __name__ == "__main__":
     from harness.testmain import main

@@ -76,21 +76,39 @@ inline std::string who(const char* fn) { return fn ? std::string(fn) + ": " : st
 // Grid limits of CUDA: gridDim.y and gridDim.z are at most 65535.
 constexpr int64_t MAX_GRID_YZ = 65535;
 
-// t must be a float32 tensor on a CUDA device. `name` names it in the message;
-// `fn`, when given, is the function checking ("update_kv_cache: k must be ...").
-static inline void check_cuda_float32(const torch::Tensor& t, const char* name,
-                                      const char* fn = nullptr) {
-  KIT_CHECK(t.is_cuda(), kit_msg::who(fn), name, " must be a CUDA tensor, got one on ",
-            t.device());
-  KIT_CHECK(t.scalar_type() == torch::kFloat32, kit_msg::who(fn), name, " must be float32, got ",
-            t.scalar_type());
+// The name PyTorch's Python side gives a dtype ("float32", "bfloat16"), for messages.
+inline std::string dtype_name(c10::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    case torch::kFloat64: return "float64";
+    default: return c10::toString(t);
+  }
 }
 
-// As check_cuda_float32, and t must be contiguous (the kernels index it as one
-// dense row-major array).
-static inline void check_float_cuda(const torch::Tensor& t, const char* name,
+// t must be a tensor of `dtype` on a CUDA device. `name` names it in the message;
+// `fn`, when given, is the function checking ("update_kv_cache: k must be ...").
+static inline void check_cuda_dtype(const torch::Tensor& t, const char* name, c10::ScalarType dtype,
                                     const char* fn = nullptr) {
-  check_cuda_float32(t, name, fn);
+  KIT_CHECK(t.is_cuda(), kit_msg::who(fn), name, " must be a CUDA tensor, got one on ",
+            t.device());
+  KIT_CHECK(t.scalar_type() == dtype, kit_msg::who(fn), name, " must be ", dtype_name(dtype),
+            ", got ", t.scalar_type());
+}
+
+// t must be a float32 tensor on a CUDA device.
+static inline void check_cuda_float32(const torch::Tensor& t, const char* name,
+                                      const char* fn = nullptr) {
+  check_cuda_dtype(t, name, torch::kFloat32, fn);
+}
+
+// As check_cuda_dtype, and t must be contiguous (the kernels index it as one
+// dense row-major array). `dtype` is float32 unless given (task 4's bonus: bfloat16).
+static inline void check_float_cuda(const torch::Tensor& t, const char* name,
+                                    const char* fn = nullptr,
+                                    c10::ScalarType dtype = torch::kFloat32) {
+  check_cuda_dtype(t, name, dtype, fn);
   KIT_CHECK(t.is_contiguous(), kit_msg::who(fn), name,
             " must be contiguous (call .contiguous() on it first)");
 }
@@ -113,18 +131,19 @@ static inline void check_gemm_inputs(const torch::Tensor& a, const torch::Tensor
             " is larger than 65535 (the batch is the grid's z dimension)");
 }
 
-// Checks q, k, v [B, S, heads*head_dim] (float32, CUDA, contiguous, one shape,
-// one device) and returns head_dim, which must be at most `max_head_dim`.
-// A wrong input gets a clear Python exception here instead of a wrong answer
-// or a crash inside the kernel.
+// Checks q, k, v [B, S, heads*head_dim] (float32 unless `dtype` says otherwise, CUDA,
+// contiguous, one shape, one device) and returns head_dim, which must be at most
+// `max_head_dim`. A wrong input gets a clear Python exception here instead of a wrong
+// answer or a crash inside the kernel.
 static inline int64_t check_attention_inputs(const torch::Tensor& q, const torch::Tensor& k,
                                              const torch::Tensor& v, int64_t num_heads,
-                                             int64_t max_head_dim) {
+                                             int64_t max_head_dim,
+                                             c10::ScalarType dtype = torch::kFloat32) {
   const torch::Tensor* named[3] = {&q, &k, &v};
   const char* names[3] = {"q", "k", "v"};
   for (int i = 0; i < 3; ++i) {
     const torch::Tensor& t = *named[i];
-    check_float_cuda(t, names[i]);
+    check_float_cuda(t, names[i], nullptr, dtype);
     KIT_CHECK(t.dim() == 3, names[i], " must have shape [batch, seq_len, hidden_dim], got ",
               t.sizes());
     KIT_CHECK(t.sizes() == q.sizes(), names[i], " has shape ", t.sizes(), " but q has ",
