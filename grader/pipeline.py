@@ -109,9 +109,11 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         if stage.mapped:  # the original assignment's layout: graded the same, and said so
             result["notes"] = [f"the original assignment's layout was mapped: {src} graded as {dst}"
                                for dst, src in sorted(stage.mapped.items()) if dst in TASKS[task].editable]
+        scan_flags: list[str] = []  # the source scan's flags: weak evidence, for review
         for rel in (*TASKS[task].editable, *TASKS[task].optional):  # the bonus part's files too
             if (stage.submission / rel).exists() and rel not in stage.missing:
-                result["flags"] += scan_file(stage.submission / rel, rel)
+                scan_flags += scan_file(stage.submission / rel, rel)
+        result["flags"] += scan_flags
         if stage.missing or any(r in TASKS[task].editable for r in stage.rejected):
             problems = [f"{m} is missing" for m in stage.missing]
             problems += [f"{r} was not taken: {why}" for r, why in stage.rejected.items() if r in TASKS[task].editable]
@@ -182,17 +184,39 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
                     {s.name: s.reference for b in score.bonus for s in b.speedups if s.reference})
             progress(name, f"bonus {result['bonus_points']:g}/{score.bonus_max_points:g} (outside the task's points: "
                      + "; ".join(f"{b.name} {b.points:g}/{b.max_points:g}: {b.reason}" for b in score.bonus)[:300] + ")")
+        if scan_flags and not rubric.pay_flagged_before_review and not trusted and (
+                result["points"] > 0 or result.get("bonus_points")):
+            hold_for_review(result, scan_flags)
         if only:  # the yardstick's timed tests: no correctness grid ran, so no points to show
             measured = result["reference_speedups"] = speedups_by_name(tr, cases_of(run))
             progress(name, "yardstick (timed tests only): " + (", ".join(f"{k} {v:.3g}x" for k, v in measured.items())
                                                                or f"no speedup measured ({score.reason})"))
         else:
-            progress(name, f"{score.points:g}/{tr.points:g} ({score.status}: {score.reason})")
+            progress(name, f"{result['points']:g}/{tr.points:g} ({result['status']}: {result['reason']})")
     except Exception as exc:  # noqa: BLE001 - a grader bug must cost this task only, visibly
         result.update(status="error", reason=f"the grader failed on this task: {exc!r}",
                       grader_traceback=traceback.format_exc())
         progress(name, result["reason"])
     return result
+
+
+def hold_for_review(result: dict, flags: list[str]) -> None:
+    """The rubric's ``pay_flagged_before_review = false``: a task the source scan flagged scores 0
+    until a person has reviewed it. What it earned stays in the result (``held_points``, on the task
+    and on each check and speedup), so review can release it without grading again."""
+    held = result["points"]
+    for part in (*result["checks"], *result["speedups"]):
+        part["held_points"], part["points"] = part["points"], 0.0
+    for speedup in result["speedups"]:  # on a leaderboard only as "flagged for review", as an implausible one
+        speedup["flagged"] = True
+    result.update(points=0.0, held_points=held, status="held for review", earned_reason=result["reason"],
+                  reason=f"held for review: {'; '.join(flags)} ({held:g} of {result['max_points']:g} points "
+                         "earned, paid after review; rubric: pay_flagged_before_review = false)")
+    result["flags"].append(f"{held:g} of {result['max_points']:g} points held until the flagged code is reviewed "
+                           "(rubric: pay_flagged_before_review = false)")
+    if result.get("bonus_points"):  # a bonus part's points too, kept apart as they are paid
+        result["held_bonus_points"], result["bonus_points"] = result["bonus_points"], 0.0
+        result["flags"].append(f"{result['held_bonus_points']:g} bonus point(s) held with them")
 
 
 def _durations(run: TestRun) -> dict[str, float]:

@@ -25,6 +25,12 @@ def _skipped(check: dict) -> str:
     why = check.get("skip_reason")
     return f", {check['skipped']} skipped" + (f" ({why})" if why else "")
 
+
+def _held(part: dict) -> str:
+    """" (2 held for review)": the points a check or speedup earned that are held until review."""
+    return f" ({part['held_points']:g} held for review)" if part.get("held_points") else ""
+
+
 def _cut(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     text = text or ""
     return text if len(text) <= limit else text[: limit - 20] + "\n... (cut)"
@@ -91,14 +97,14 @@ def gradescope(results: dict) -> dict:
                 name=f"{head} - {c['name']}", number=f"{n}.{i}", score=c["points"], max_score=c["max_points"],
                 status="passed" if c["status"] == "passed" else "failed", visibility="visible",
                 output=_cut(f"{c['passed']}/{c['ran']} cases passed"
-                            + _skipped(c)
+                            + _skipped(c) + _held(c)
                             + ("\n" + "\n".join(c["messages"]) if c["messages"] else "")),
             ))
         for j, s in enumerate(r["speedups"], len(r["checks"]) + 1):
             tests.append(dict(
                 name=f"{head} - {s['name']}", number=f"{n}.{j}", score=s["points"], max_score=s["max_points"],
                 status="passed" if s["status"] == "passed" else "failed", visibility="visible",
-                output=_cut(s["reason"] + "".join(f"\n{k}: {v:.3g}x" for k, v in s["configs"].items())),
+                output=_cut(s["reason"] + _held(s) + "".join(f"\n{k}: {v:.3g}x" for k, v in s["configs"].items())),
             ))
             if s.get("ranked") and not s.get("flagged") and s.get("value"):
                 leaderboard.append(dict(name=f"Task {n} speedup", value=round(s["value"], 4), order="desc"))
@@ -232,18 +238,22 @@ def markdown(results: dict) -> str:
     for task, r in results.get("tasks", {}).items():
         out += ["", f"## {task}: {r.get('title', '')} ({r.get('points', 0):g} / {r.get('max_points', 0):g})", "",
                 f"Status: **{r.get('status')}**: {r.get('reason', '')}", ""]
+        if r.get("held_points"):
+            out += [f"Held for review: {r['held_points']:g} / {r.get('max_points', 0):g} points earned, paid once a "
+                    "person has reviewed the flagged code (rubric: pay_flagged_before_review = false)"
+                    + (f"; as graded: {r['earned_reason']}" if r.get("earned_reason") else ""), ""]
         out += [f"Note: {n}" for n in r.get("notes", [])] + ([""] if r.get("notes") else [])
         secs = r.get("stage_seconds", {})
         if secs:
             out.append("Time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()))
             out.append("")
         for c in r.get("checks", []):
-            out.append(f"- **{c['name']}**: {c['points']:g} / {c['max_points']:g} "
+            out.append(f"- **{c['name']}**: {c['points']:g} / {c['max_points']:g}{_held(c)} "
                        f"({c['passed']}/{c['ran']} cases passed{_skipped(c)})")
             for m in c["messages"]:
                 out += ["", "  ```text", *("  " + line for line in m.splitlines()), "  ```"]
         for s in r.get("speedups", []):
-            out.append(f"- **{s['name']}**: {s['points']:g} / {s['max_points']:g}: {s['reason']}")
+            out.append(f"- **{s['name']}**: {s['points']:g} / {s['max_points']:g}{_held(s)}: {s['reason']}")
             for k, v in s.get("configs", {}).items():
                 out.append(f"  - `{k}`: {v:.3g}x")
         out += _bonus_markdown(r)

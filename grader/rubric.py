@@ -99,6 +99,8 @@ class Rubric:
     worker_memory_gb: float = 0.0
     #: Whether a speedup above implausible_factor x the reference earns points before review.
     pay_implausible_before_review: bool = False
+    #: Whether a task with a source-scan flag (grader/source_scan.py) earns its points before review.
+    pay_flagged_before_review: bool = True
 
     @property
     def total(self) -> float:
@@ -225,4 +227,5 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
         call_timeout_s=float(grading.get("call_timeout_s", 300.0)),
         worker_memory_gb=float(grading.get("worker_memory_gb", 0.0)),
         pay_implausible_before_review=bool(grading.get("pay_implausible_before_review", False)),
+        pay_flagged_before_review=bool(grading.get("pay_flagged_before_review", True)),
     )

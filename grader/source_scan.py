@@ -25,6 +25,13 @@ CU_SUSPICIOUS = {
     r"\b(system|popen|fork|execv\w*|dlopen)\s*\(": "runs other programs or loads libraries",
     r"\bfopen\s*\(|std::ofstream|std::ifstream": "opens files",
     r"\bpy::module_?::import\b|PyImport_": "imports Python modules from C++",
+    # Python run from a kernel file can rewrite the kit's code in the worker (its timer, its checks).
+    r"\bpy::(exec|eval|eval_file)\b|\bPyRun_\w+|\bPyEval_Eval\w*": "runs Python code from C++ (it could rewrite "
+                                                                  "the kit's timer or checks in the worker)",
+    # The kit times kernels with CUDA events on PyTorch's current stream.
+    r"\bcudaStreamCreate\w*|\bgetStreamFromPool\b|\bgetStreamFromExternal\b|\bcudaStreamPerThread\b": (
+        "uses a CUDA stream of its own (work on a stream of its own escapes the timed events, which are "
+        "recorded on PyTorch's current stream)"),
 }
 
 
