@@ -2,9 +2,9 @@
 
 Every task goes through the stages in its own folder and processes, so one
 task's crash, hang or build failure costs that task only. When the kit's
-reference solutions are present, the performance tasks are also run for the
-reference on the same GPU in the same run, so speedups are scored relative to
-what the reference reaches on this hardware.
+reference solutions are present, a performance task's timed tests also time the
+reference, beside the submission in a worker of its own (harness.yardstick), so
+speedups are scored relative to what the reference reaches on this GPU, seconds apart.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.containment import UNCONTAINED
 from harness.containment import available as containment_available
 from harness.proctree import set_subreaper
-from harness.remote import CALL_TIMEOUT_ENV, CONTAIN_ENV, WORKER_BUILD_ENV
+from harness.remote import CALL_TIMEOUT_ENV, CONTAIN_ENV, WORKER_BUILD_ENV, YARDSTICK_DIR_ENV, YARDSTICK_IMPL_ENV
 from harness.spawn import MEMORY_ENV
 from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS
 
@@ -91,9 +91,10 @@ def _gpu_available() -> bool:
 
 def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int, progress: Progress,
                references: dict[str, float] | None = None, label: str = "",
-               self_reference: bool = False, only: tuple[str, ...] = ()) -> dict:
+               self_reference: bool = False, only: tuple[str, ...] = (), yardstick: bool = False) -> dict:
     """Stage, build, test and score one task; always returns a result (never raises). ``only``
-    runs just those test functions (the yardstick's timed tests)."""
+    runs just those test functions; ``yardstick``: the timed tests also time the kit's reference
+    solution beside the submission, in a worker of its own (harness.yardstick)."""
     tr = rubric.tasks[task]
     name = f"{label}{task}"
     result: dict = dict(task=task, title=TASKS[task].title, max_points=tr.points, points=0.0,
@@ -146,6 +147,8 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         progress(name, f"testing (up to {tr.test_timeout_s:.0f} s; the submission runs in a worker: {expected_containment()})")
         before = kit_hashes(stage.folder)
         env[CALL_TIMEOUT_ENV] = str(rubric.call_timeout_s)
+        if yardstick:
+            env[YARDSTICK_IMPL_ENV], env[YARDSTICK_DIR_ENV] = str(SOLUTIONS), str(stage.worker.parent / "yardstick")
         if rubric.worker_memory_gb:
             env[MEMORY_ENV] = str(int(rubric.worker_memory_gb * 2**30))
         run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs, only=only)
@@ -169,6 +172,8 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
             references = speedups_by_name(tr, cases_of(run))
             result["reference_speedups"] = references
         score = score_task(rubric, tr, run, references)
+        if yardstick:  # the reference's speedups as measured beside this submission (what it was scored against)
+            result["reference_speedups"] = {s.name: s.reference for s in score.speedups if s.reference}
         if changed:  # the worker may only read the judge's kit: any change voids the task
             score.points, score.status = 0.0, "tampered"
             score.reason = f"the submission modified the kit ({', '.join(changed[:5])}); this task scores nothing"
@@ -187,12 +192,7 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         if scan_flags and not rubric.pay_flagged_before_review and not trusted and (
                 result["points"] > 0 or result.get("bonus_points")):
             hold_for_review(result, scan_flags)
-        if only:  # the yardstick's timed tests: no correctness grid ran, so no points to show
-            measured = result["reference_speedups"] = speedups_by_name(tr, cases_of(run))
-            progress(name, "yardstick (timed tests only): " + (", ".join(f"{k} {v:.3g}x" for k, v in measured.items())
-                                                               or f"no speedup measured ({score.reason})"))
-        else:
-            progress(name, f"{result['points']:g}/{tr.points:g} ({result['status']}: {result['reason']})")
+        progress(name, f"{result['points']:g}/{tr.points:g} ({result['status']}: {result['reason']})")
     except Exception as exc:  # noqa: BLE001 - a grader bug must cost this task only, visibly
         result.update(status="error", reason=f"the grader failed on this task: {exc!r}",
                       grader_traceback=traceback.format_exc())
@@ -229,17 +229,6 @@ def _durations(run: TestRun) -> dict[str, float]:
     return out
 
 
-def reference_speedups(task: str, out: Path, rubric: Rubric, seed: int, progress: Progress) -> dict[str, float]:
-    """Run the reference solution's timed tests for ``task`` (only those: its correctness grid
-    is the kit's own business, not re-run for every student) and return its speedups by rubric name."""
-    tr = rubric.tasks[task]
-    if not tr.speedups or not SOLUTIONS.is_dir() or not _gpu_available():
-        return {}
-    ref = grade_task(task, SOLUTIONS, out, rubric, seed, progress, label="reference/",
-                     only=tuple(sorted({s.test for s in tr.speedups})))
-    return ref.get("reference_speedups", {})
-
-
 def speedups_by_name(tr, cases) -> dict[str, float]:
     """The geometric-mean speedup of each of a task's rubric speedups, where measured."""
     values = {}
@@ -266,10 +255,12 @@ def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *
         # so it is not timed twice.
         is_reference = SOLUTIONS.is_dir() and submission.resolve() == SOLUTIONS.resolve()
         for task in tasks:
-            refs = reference_speedups(task, out, rubric, seed, progress) if use_reference and not is_reference else {}
-            result = grade_task(task, submission, out, rubric, seed, progress, refs,
-                                self_reference=use_reference and is_reference)
-            result.setdefault("reference_speedups", refs)
+            # A student's timed tests time the reference beside it (harness.yardstick): its
+            # correctness grid is never re-run, and its speed is measured seconds apart.
+            beside = use_reference and not is_reference and bool(rubric.tasks[task].speedups) and SOLUTIONS.is_dir()
+            result = grade_task(task, submission, out, rubric, seed, progress,
+                                self_reference=use_reference and is_reference, yardstick=beside)
+            result.setdefault("reference_speedups", {})
             results["tasks"][task] = result
         cases = {t: cases_of(r["_run"]) for t, r in results["tasks"].items() if r.get("_run")}
         try:

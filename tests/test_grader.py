@@ -229,11 +229,33 @@ def test_the_published_layout_is_mapped(tmp_path, monkeypatch):
     assert any("layout was mapped: task2/cuda/attention_kernel.cu" in n for n in results["tasks"]["task2"]["notes"])
 
 
-def test_the_yardstick_runs_only_the_timed_tests(tmp_path):
-    """The reference solution is timed for every student, but its correctness grid is not re-run:
-    grade_task(only=...) runs just the named test functions (here a CPU stand-in for a timed test)."""
+def test_only_the_named_tests_run(tmp_path):
+    """grade_task(only=...) runs just the named test functions (here a CPU stand-in for a timed test)."""
     from grader.pipeline import Progress, grade_task
 
     result = grade_task("task1", SOLUTIONS, tmp_path, rubric_mod.load(), seed=1, progress=Progress(True),
                         label="reference/", only=("test_large_scores",))
     assert set(result["tests"]["duration_by_test"]) == {"test_large_scores"}, result["tests"]
+
+
+def test_a_students_timed_tasks_time_the_reference_beside_it(tmp_path, monkeypatch):
+    """run_grading never grades the reference solution separately: each task with a scored speedup
+    is graded once, with the yardstick (the reference timed beside it in its own worker, see
+    harness.yardstick); tasks without one, and the reference graded as itself, get none."""
+    from grader import pipeline
+
+    calls = []
+
+    def fake_grade_task(task, submission, out, rubric, seed, progress, references=None, label="", **kw):
+        calls.append((task, label, kw.get("yardstick"), kw.get("self_reference")))
+        return dict(task=task, points=0.0, max_points=rubric.tasks[task].points, status="skipped", reason="",
+                    flags=[], checks=[], speedups=[])
+
+    monkeypatch.setattr(pipeline, "grade_task", fake_grade_task)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    pipeline.run_grading(sub, ["task1", "task4", "task5"], tmp_path / "out", rubric_mod.load(), quiet=True)
+    assert calls == [("task1", "", False, False), ("task4", "", True, False), ("task5", "", True, False)], calls
+    calls.clear()
+    pipeline.run_grading(SOLUTIONS, ["task4"], tmp_path / "out2", rubric_mod.load(), quiet=True)
+    assert calls == [("task4", "", False, True)], calls
