@@ -335,8 +335,12 @@ def prebuild_in_parallel(names) -> None:
     code = ("import sys, time; t = time.perf_counter(); from harness.build import load_extension, target_archs; "
             "m = load_extension(sys.argv[1]); "
             "print(f'  {sys.argv[1]}: {time.perf_counter() - t:.1f} s for {target_archs()} in {m.__file__}')")
+    # The children build for this process's architectures: a contained child may not see the GPU
+    # (on the H200, the grader's staged builds' children fell back to 8.0;9.0 and spent 100 s on a
+    # build the parent, which saw sm_90, then did not use).
+    env = {**os.environ, ARCH_ENV: target_archs()}
     procs = [subprocess.Popen([sys.executable, "-c", code, name], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for name in names]
+                              stderr=subprocess.STDOUT, text=True, env=env) for name in names]
     for name, proc in zip(names, procs):
         out, _ = proc.communicate()
         lines = out.strip().splitlines()
