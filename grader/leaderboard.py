@@ -44,7 +44,7 @@ def boards(rows: list[dict]) -> dict[str, list[dict]]:
 def markdown(b: dict[str, list[dict]]) -> str:
     lines = ["# Leaderboard", "",
              "Speedups the grader measured on the class's GPUs (never a Results.md number), best first.",
-             "\"x reference\" divides by the reference solution's speedup timed in the same run.", ""]
+             "\"x reference\" divides by the reference solution's speedup, timed beside each submission.", ""]
     if not b:
         return "\n".join(lines + ["No speedups in these results (they are measured on a GPU).", ""])
     for board, entries in b.items():

@@ -184,6 +184,8 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         if score.bonus:  # the task's bonus parts: extra points, kept apart from its points
             result.update(bonus=[asdict(b) for b in score.bonus], bonus_max_points=score.bonus_max_points,
                           bonus_points=0.0 if changed else score.bonus_points)
+            if changed:
+                _zero_bonus_parts(result, keep=False)
             if "reference_speedups" in result:  # what the bonus speedups were scored against, too
                 result["reference_speedups"].update(
                     {s.name: s.reference for b in score.bonus for s in b.speedups if s.reference})
@@ -217,6 +219,20 @@ def hold_for_review(result: dict, flags: list[str]) -> None:
     if result.get("bonus_points"):  # a bonus part's points too, kept apart as they are paid
         result["held_bonus_points"], result["bonus_points"] = result["bonus_points"], 0.0
         result["flags"].append(f"{result['held_bonus_points']:g} bonus point(s) held with them")
+    _zero_bonus_parts(result, keep=True)
+
+
+def _zero_bonus_parts(result: dict, keep: bool) -> None:
+    """Every bonus part, check and speedup of ``result`` at 0 points (``keep``: what it earned kept
+    as ``held_points``), its speedups off the leaderboards: what results.json, the gradebook and the
+    leaderboards show follows the task's hold or voiding, not only the bonus total."""
+    for part in result.get("bonus") or []:
+        for item in (part, *part.get("checks", []), *part.get("speedups", [])):
+            if keep:
+                item["held_points"] = item.get("points", 0.0)
+            item["points"] = 0.0
+        for speedup in part.get("speedups", []):
+            speedup["flagged"], speedup["ranked"] = True, False
 
 
 def _durations(run: TestRun) -> dict[str, float]:

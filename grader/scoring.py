@@ -239,8 +239,10 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
         result.reason = ("no credit for speed: every timed configuration must run and pass its output check; "
                          + "; ".join(missing))
         return result
-    held = False
+    held, held_why = False, ""
     beside, beside_refs = side_by_side_ratios(speedup, cases)
+    notes = sorted({m.get("yardstick") for c in mine if isinstance(m := c.measurements.get(speedup.measurement), dict)
+                    and isinstance(m.get("yardstick"), str) and m.get("vs_reference") is None})
     # What is compared with the thresholds: the speedup itself, or (timed beside the reference)
     # its ratio to the reference's, against thresholds relative to the reference.
     compared = result.value
@@ -253,29 +255,36 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
     elif reference:
         result.reference, result.basis = reference, "reference"
         full, zero = speedup.full_at * reference, speedup.zero_at * reference
-    notes = sorted({m.get("yardstick") for c in mine if isinstance(m := c.measurements.get(speedup.measurement), dict)
-                    and isinstance(m.get("yardstick"), str) and m.get("vs_reference") is None})
-    if notes:  # a yardstick was asked for and did not run everywhere: scored without it, and said so
-        flags.append(f"'{speedup.name}': scored without the reference timed beside it ({'; '.join(notes)}); review")
-    if reference:
-        if result.value > implausible_factor * reference:
-            flags.append(
-                f"implausible speedup for '{speedup.name}': {result.value:.3g}x against the reference "
-                f"solution's {reference:.3g}x on the same GPU; flagged for review"
-                + ("" if pay_implausible else " (its points are held until then)")
-            )
-            held = not pay_implausible
-            result.flagged = True
     else:
+        if beside_refs:  # measured beside some configurations: still the yardstick for plausibility
+            reference = geometric_mean(list(beside_refs.values()))
         result.basis = "absolute (no reference solution in this run)"
         full, zero = speedup.absolute_full_at, speedup.absolute_zero_at
+    if notes:
+        # A yardstick was asked for and did not run beside every configuration (a submission could
+        # make that happen, e.g. by leaving no GPU memory for it): not scored on the easier absolute
+        # thresholds unreviewed.
+        result.basis = "absolute (the reference did not run beside every configuration)"
+        held_why = (f"the reference solution was not timed beside every configuration ({'; '.join(notes)}): "
+                    "held for review" + ("" if pay_implausible else " (rubric: pay_implausible_before_review = false)"))
+        flags.append(f"'{speedup.name}': {held_why}")
+        held, result.flagged = not pay_implausible, True
+    if reference and result.value > implausible_factor * reference:
+        flags.append(
+            f"implausible speedup for '{speedup.name}': {result.value:.3g}x against the reference "
+            f"solution's {reference:.3g}x on the same GPU; flagged for review"
+            + ("" if pay_implausible else " (its points are held until then)")
+        )
+        held = held or not pay_implausible
+        held_why = held_why or (f"{result.value:.3g}x is more than {implausible_factor:g}x the reference's "
+                                f"{reference:.3g}x: held for review (rubric: pay_implausible_before_review = false)")
+        result.flagged = True
     if not gate_open:
         result.reason = "speed is scored only once every correctness check passes in full"
         return result
     result.ranked = True
     if held:
-        result.reason = (f"{result.value:.3g}x is more than {implausible_factor:g}x the reference's {reference:.3g}x: "
-                         "held for review (rubric: pay_implausible_before_review = false)")
+        result.reason = held_why
         return result
     fraction = min(1.0, max(0.0, (compared - zero) / (full - zero)))
     result.points = round(speedup.points * fraction, 4)

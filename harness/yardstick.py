@@ -21,6 +21,7 @@ In a student's own run there is no yardstick: the test times the kernel alone.
 """
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -72,7 +73,8 @@ def _short(exc: BaseException) -> str:
 
 
 def _free_cached_memory() -> None:
-    """Give the reference worker's cached GPU memory back (the submission's next test may need it)."""
+    """Give a worker's cached GPU memory back (the other worker's block, or the next test, needs it:
+    at B64 S4096 each worker's problem takes tens of GB)."""
     import torch
 
     if torch.cuda.is_available():
@@ -93,7 +95,21 @@ def side_by_side(setup: Callable[[], Callable[..., Comparison]], *, rounds: int 
     yard = remote.yardstick_client()
     mine = first if first is not None else setup()
     theirs, note = None, ""
+
+    def free(worker) -> None:
+        """The other worker's cached memory back to the GPU before this one's turn (its releases go first)."""
+        gc.collect()  # handles dropped in this process are released with the next request
+        try:
+            if worker is None:
+                remote.on_worker(_free_cached_memory)()
+            else:
+                with remote.using(worker):
+                    remote.on_worker(_free_cached_memory)()
+        except Exception:  # noqa: BLE001 - a lost worker frees its memory anyway
+            pass
+
     if yard is not None:
+        free(None)
         try:
             with remote.using(yard):
                 theirs = setup()
@@ -101,25 +117,27 @@ def side_by_side(setup: Callable[[], Callable[..., Comparison]], *, rounds: int 
             note = f"the reference solution could not be set up beside it: {_short(exc)}"
     blocks = rounds if theirs is not None else 1
     opts = _per_block(options, blocks)
+    # The reference's outputs are not re-checked (it is the kit's own, checked by the kit's CI).
+    ref_opts = {**opts, "keep_outputs": 0} if "keep_outputs" in opts else opts
     own, ref = [], []
     try:
         for _ in range(blocks):
+            if theirs is not None:
+                free(yard)
             own.append(mine(**opts))
             if theirs is not None:
+                free(None)
                 try:
                     with remote.using(yard):
-                        ref.append(theirs(**opts))
+                        ref.append(theirs(**ref_opts))
                 except Exception as exc:  # noqa: BLE001 - as above: scored without it, and said so
                     note, theirs = f"the reference solution failed while timed beside it: {_short(exc)}", None
     finally:
+        theirs = None  # the reference's problem (its inputs, tens of GB) is released with the request below
         if yard is not None:
-            try:
-                with remote.using(yard):
-                    remote.on_worker(_free_cached_memory)()
-            except Exception:  # noqa: BLE001 - a lost reference worker frees its memory anyway
-                pass
+            free(yard)
     result = SideBySide(Comparison.merged(own), note=note)
-    if theirs is not None and len(ref) == len(own):
+    if not note and ref and len(ref) == len(own):
         result.reference = Comparison.merged(ref)
         if result.reference.speedup > 0:
             result.vs_reference = result.submission.speedup / result.reference.speedup

@@ -71,3 +71,21 @@ def test_flagged_work_is_paid_by_default_and_held_when_switched_off(tmp_path):
     line = gradebook_rows([dict(student="s", status="graded", note="", raw=raw, job={})], ["task1", "task3"])[0]
     assert line["task1"] == 0 and line["task1_status"] == "held for review"
     assert "task1: 2 of 2 points held until the flagged code is reviewed" in line["flags"], line["flags"]
+
+
+def test_a_hold_reaches_every_bonus_part():
+    """Held work shows no bonus points anywhere (results.json's bonus tests, the leaderboards):
+    every bonus part, check and speedup is at 0 with what it earned kept, its speedups unranked."""
+    from grader.pipeline import hold_for_review
+
+    speed = dict(name="bf16 speed", points=0.5, max_points=0.5, ranked=True, flagged=False)
+    result = dict(points=3.0, max_points=4.0, reason="graded", flags=[], bonus_points=1.0,
+                  checks=[dict(name="core", points=2.0)], speedups=[dict(name="core speed", points=1.0)],
+                  bonus=[dict(name="bf16", points=1.0, max_points=1.0,
+                              checks=[dict(name="bf16 core", points=0.5)], speedups=[speed])])
+    hold_for_review(result, ["task4/attention_kernel_tc.cu:3 runs Python code from C++"])
+    part = result["bonus"][0]
+    assert result["points"] == 0 and result["bonus_points"] == 0 and result["held_bonus_points"] == 1.0
+    assert part["points"] == 0 and part["held_points"] == 1.0
+    assert part["checks"][0]["points"] == 0 and part["checks"][0]["held_points"] == 0.5
+    assert speed["points"] == 0 and speed["held_points"] == 0.5 and speed["flagged"] and not speed["ranked"]

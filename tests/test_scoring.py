@@ -85,11 +85,21 @@ def test_the_reference_timed_beside_sets_the_score():
     assert speed.reference == 0.625 and "times the reference's" in speed.reason and not flags, (speed.reason, flags)
 
 
-def test_a_yardstick_that_did_not_run_everywhere_is_said():
-    """The reference failed beside one configuration: scored without it (the scorer's own
-    reference), and flagged with the reason the test recorded."""
+def test_a_yardstick_that_did_not_run_everywhere_holds_the_points():
+    """The reference failed beside one configuration (a submission could make it, leaving no GPU
+    memory for it): the speed points are held for review, not paid on the easier absolute
+    thresholds, and a speed implausible against the references that were measured is flagged too.
+    As in a class run, the scorer is given no reference of its own."""
+    rubric = rubric_mod.load()
     beside = {c: side_by_side(1.0) for c in CONFIGS[:3]}
     beside[CONFIGS[3]] = {"yardstick": "the reference solution failed while timed beside it: out of memory"}
-    speed, flags = speed_of(report(dict.fromkeys(CONFIGS, 0.6), beside=beside))
-    assert speed.basis == "reference" and speed.vs_reference is None, speed
-    assert any("scored without the reference timed beside it" in f and "out of memory" in f for f in flags), flags
+    for value in (0.6, 1000.0):
+        score = score_task(rubric, rubric.tasks["task4"], report(dict.fromkeys(CONFIGS, value), beside=beside), {})
+        speed, flags = score.speedups[0], score.flags
+        assert speed.points == 0 and speed.flagged and "held for review" in speed.reason, speed.reason
+        assert "out of memory" in speed.reason and speed.vs_reference is None, speed
+        assert any("not timed beside every configuration" in f for f in flags), flags
+        assert (value > 3 * 0.625) == any("implausible speedup" in f for f in flags), (value, flags)
+    paid = score_task(dataclasses.replace(rubric, pay_implausible_before_review=True), rubric.tasks["task4"],
+                      report(dict.fromkeys(CONFIGS, 0.6), beside=beside), {}).speedups[0]
+    assert paid.points == paid.max_points and paid.flagged and "absolute" in paid.basis, paid
