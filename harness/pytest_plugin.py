@@ -48,7 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "perf: a timed measurement (slow; the grader scores it)")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
     config.addinivalue_line("markers", f"{PROOF_MARK}: a slow end-to-end proof (the release handout, every GPU "
-                            f"task graded); left out unless the -m expression names it: pytest -m {PROOF_MARK}")
+                            f"task graded, the hostile CUDA kernels); left out unless the -m expression names it: "
+                            f"pytest -m {PROOF_MARK}")
     config.stash[_DISPLAY_KEY] = []
     if config.pluginmanager.hasplugin("json-report") or config.pluginmanager.hasplugin(
         "pytest_jsonreport"
@@ -168,7 +169,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     left_out = config.stash.get(_PROOFS_LEFT_OUT, 0)
     if left_out:
         terminalreporter.write_line(f"{left_out} slow end-to-end proof(s) left out (the release handout, every GPU "
-                                    f"task graded): run them with pytest -m {PROOF_MARK}")
+                                    f"task graded, the hostile CUDA kernels): run them with pytest -m {PROOF_MARK}")
 
 
 class _JsonReportBridge:
