@@ -113,11 +113,9 @@ def test_hang_is_stopped_at_the_time_limit(tmp_path):
     results = grade(sub, tmp_path / "out", tasks=["task1"], rubric=rubric_mod.load(tmp_path / "rubric.toml"))
     r = results["tasks"]["task1"]
     # pytest is interrupted at the limit and still writes its report: the cases that finished keep
-    # their results (here a few that never reach the hanging line), every case that never ran fails
-    # (or, on a slow machine where the limit falls before collection ends, no case ran at all).
+    # their results (here a few that never reach the hanging line), every case that never ran fails.
     assert r["points"] < 0.1 * r["max_points"] and "longer than" in r["reason"], r
-    checks = json.dumps(r["checks"])
-    assert "did not run: the tests ran longer than" in checks or "no test named" in checks, r["checks"]
+    assert "did not run: the tests ran longer than" in json.dumps(r["checks"]), r["checks"]
     assert r["stage_seconds"]["tests"] < HANG_TIMEOUT_S + 30
     assert_valid_reports(tmp_path / "out")
 
