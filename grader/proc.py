@@ -62,11 +62,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path,
-                interrupt_grace_s: float = 0.0) -> ProcResult:
-    """Run ``cmd`` with a time limit. ``interrupt_grace_s``: at the limit the child first gets
-    SIGINT and that long to end (pytest then stops at the running test and still writes its
-    report), before SIGTERM and SIGKILL."""
+def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path) -> ProcResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log_path, "wb") as log:
@@ -79,14 +75,7 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout_s: fl
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            if interrupt_grace_s > 0:
-                try:
-                    os.kill(proc.pid, signal.SIGINT)
-                    proc.wait(interrupt_grace_s)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
-            if proc.poll() is None:
-                _kill_group(proc)
+            _kill_group(proc)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)

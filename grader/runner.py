@@ -41,26 +41,6 @@ ONE_PROCESS_FLAG = ("{task} ran its tests in one contained process (the judge/wo
                     "this task yet): its own code could have forged its report; review before releasing the score")
 
 
-#: At the test time limit pytest is interrupted first and gets this long to write its report: the
-#: tests that finished keep their results (a slow part at the end, such as task 4's bonus, costs
-#: only itself), the ones that never ran fail, and the limit is still the reason given.
-INTERRUPT_GRACE_S = 60.0
-
-
-def mark_unrun(report: dict, why: str) -> None:
-    """Every test the collectors list but the report has no result for (the run was stopped
-    before it) becomes a failed case saying ``why``: a check is never scored on the cases that
-    happened to finish before a time limit."""
-    done = {t.get("nodeid") for t in report.get("tests", [])}
-    for collector in report.get("collectors") or []:
-        for item in collector.get("result") or []:
-            nodeid = item.get("nodeid", "")
-            if "::" in nodeid and item.get("type") not in ("Class", "Module", "Package", "Dir") and nodeid not in done:
-                done.add(nodeid)
-                report.setdefault("tests", []).append(
-                    {"nodeid": nodeid, "outcome": "failed", "call": {"outcome": "failed", "longrepr": why}})
-
-
 def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path,
               only: tuple[str, ...] = ()) -> TestRun:
     """The task's tests (``only``: just these test functions) in the judge, the code in its worker."""
@@ -74,8 +54,7 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
     cmd = [
         sys.executable, *launcher, "-m", "pytest", *tests,
         "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfEs",
-        # The collectors stay in the report: at the time limit they say which tests never ran.
-        "--json-report", f"--json-report-file={report_path}", "--json-report-omit", "log",
+        "--json-report", f"--json-report-file={report_path}", "--json-report-omit", "collectors", "log",
     ]
     if only and len(TASKS[stage.task].tests) > 1:
         cmd += ["-k", " or ".join(only)]
@@ -85,8 +64,7 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
         env = {**worker_env(stage, env), "ATTN_KIT_SEED": env["ATTN_KIT_SEED"]}
     elif stage.worker is not None:  # the judge/worker split: this process judges, the worker runs the code
         env = {**env, ROLE_ENV: JUDGE, WORKER_DIR_ENV: str(stage.worker)}
-    proc = run_process(cmd, cwd=stage.folder, env=env, timeout_s=timeout_s, log_path=logs / f"{stage.task}-tests.log",
-                       interrupt_grace_s=INTERRUPT_GRACE_S)
+    proc = run_process(cmd, cwd=stage.folder, env=env, timeout_s=timeout_s, log_path=logs / f"{stage.task}-tests.log")
     report = None
     try:
         report = json.loads(read_submission_file(report_path.parent, report_path.name, MAX_REPORT_BYTES))
@@ -95,8 +73,6 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
     problem = None
     if proc.timed_out:
         problem = f"the tests ran longer than {timeout_s:.0f} s (a hang?) and were stopped"
-        if report is not None:
-            mark_unrun(report, f"did not run: {problem}")
     elif proc.died_of_signal:
         problem = f"the test process died of {proc.died_of_signal} (a crash in the submission's code?)"
     elif report is None:

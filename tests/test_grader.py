@@ -112,10 +112,7 @@ def test_hang_is_stopped_at_the_time_limit(tmp_path):
                           {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "check_hidden_states(x", hang)})
     results = grade(sub, tmp_path / "out", tasks=["task1"], rubric=rubric_mod.load(tmp_path / "rubric.toml"))
     r = results["tasks"]["task1"]
-    # pytest is interrupted at the limit and still writes its report: the cases that finished keep
-    # their results (here a few that never reach the hanging line), every case that never ran fails.
-    assert r["points"] < 0.1 * r["max_points"] and "longer than" in r["reason"], r
-    assert "did not run: the tests ran longer than" in json.dumps(r["checks"]), r["checks"]
+    assert r["points"] == 0 and "longer than" in r["reason"], r
     assert r["stage_seconds"]["tests"] < HANG_TIMEOUT_S + 30
     assert_valid_reports(tmp_path / "out")
 
@@ -262,19 +259,3 @@ def test_a_students_timed_tasks_time_the_reference_beside_it(tmp_path, monkeypat
     calls.clear()
     pipeline.run_grading(SOLUTIONS, ["task4"], tmp_path / "out2", rubric_mod.load(), quiet=True)
     assert calls == [("task4", "", False, True)], calls
-
-
-def test_tests_that_never_ran_fail_when_time_runs_out():
-    """A report cut short by the time limit: every collected test without a result becomes a
-    failed case saying why, so no check is scored on the cases that happened to finish."""
-    from grader.runner import mark_unrun
-
-    report = {"tests": [{"nodeid": "task1/test.py::test_attention[a]", "outcome": "passed"}],
-              "collectors": [{"nodeid": "task1/test.py", "result": [
-                  {"nodeid": "task1/test.py::test_attention[a]", "type": "Function"},
-                  {"nodeid": "task1/test.py::test_attention[b]", "type": "Function"},
-                  {"nodeid": "task1/test.py::TestX", "type": "Class"}]}]}
-    mark_unrun(report, "did not run: out of time")
-    assert [(t["nodeid"], t["outcome"]) for t in report["tests"]] == [
-        ("task1/test.py::test_attention[a]", "passed"), ("task1/test.py::test_attention[b]", "failed")]
-    assert report["tests"][1]["call"]["longrepr"] == "did not run: out of time"
