@@ -14,7 +14,8 @@
 #      grader test grades every CUDA task for the solutions and the stubs);
 #   5. bench/flash_attention.py and bench/decode_attention.py (tasks 4 and 5 against SDPA).
 # NO_PROOF=1 leaves out `pytest -m proof`; GRADER_PARTS="ref stubs ..." (with REF_TASKS, STUB_TASKS as
-# gpu_grader.sh takes them) runs gpu_grader.sh afterwards as stage 6, on the warm build cache, and
+# gpu_grader.sh takes them) runs gpu_grader.sh afterwards as stage 6, on the warm build cache
+# (GRADER_FIRST, the same before stage 2), and
 # ADVERSARIAL=1 runs the hostile CUDA submissions (tests/test_adversarial_cuda.py) before it; NO_SUITE=1
 # leaves out stage 4; BONUS="not perf" (or all) runs task 4's bonus tests for the solutions last.
 # SUITE_ONLY=1 runs stages 1 and 4 alone: 22 minutes on an H100 (builds 215 s, pytest 1106 s,
@@ -42,7 +43,8 @@ follow() {  # print new progress lines until the job says DONE or WAIT seconds p
       [ -f "$LOG/$f" ] && cp "$LOG/$f" "$OUT/"
     done
     # Everything else (build logs, the grader's reports) as one archive: few files come back.
-    tar -czf "$OUT/gpu_all.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='model' . 2>/dev/null
+    tar -czf "$OUT/gpu_all.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='model' \
+      --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' . 2>/dev/null
   fi
 }
 
@@ -70,16 +72,19 @@ stamp() { echo "[$((SECONDS - t0)) s] $*" >> "$LOG/progress.log"; }
 stamp "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
 stamp "$(python3 -c 'import torch, transformers, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)')"
 
-# NO_SUITE=1 (no pytest): only the solutions' extensions are built here (the grader builds the rest).
-IMPLS="$PWD $SOL"
-[ "${NO_SUITE:-0}" = 1 ] && IMPLS=$SOL
-stamp "1. building every extension ($IMPLS) in the background"
-pids=""
-for impl in $IMPLS; do
+# The solutions' extensions are built first and waited for; the stubs' (needed only by the suite; the
+# grader builds a submission's own) build in the background and are waited for before stage 4.
+built=""  # the pids build_all started (children of this shell, so that `wait` can wait for them)
+build_all() {  # build_all IMPL: every extension of one tree, in parallel
+  built=""
   for t in task2 task4 task5 task6; do
-    ATTN_KIT_IMPL=$impl python3 -m $t.compile > "$LOG/build-$t-$(basename "$impl").log" 2>&1 & pids="$pids $!"
+    ATTN_KIT_IMPL=$1 python3 -m $t.compile > "$LOG/build-$t-$(basename "$1").log" 2>&1 & built="$built $!"
   done
-done
+}
+stamp "1. building every extension of $SOL (and, for the suite, of the stubs in the background)"
+build_all "$SOL"; pids=$built
+stub_pids=""
+[ "${NO_SUITE:-0}" = 1 ] || { build_all "$PWD"; stub_pids=$built; }
 
 if [ "${TRAIN:-0}" = 1 ]; then
   stamp "2. training the task-7 model"
@@ -91,8 +96,16 @@ if [ "${TRAIN:-0}" = 1 ]; then
     tar -cf "$LOG/task7_model.tar" -C "$LOG" model
   fi
 fi
-for p in $pids; do wait "$p" || stamp "   a build failed (pid $p)"; done
-stamp "   builds: $(grep -h '^ok:\|^FAILED' "$LOG"/build-*.log | sort | uniq -c | tr '\n' ';')"
+wait_builds() { for p in $1; do wait "$p" || stamp "   a build failed (pid $p)"; done
+  stamp "   builds: $(grep -h '^ok:\|^FAILED' "$LOG"/build-*.log | sort | uniq -c | tr '\n' ';')"; }
+wait_builds "$pids"
+run_grader() {  # run_grader PARTS: scripts/gpu_grader.sh on the warm build cache, its progress appended here
+  stamp "6. scripts/gpu_grader.sh, PARTS=$1 (logs in grader-${1// /-}/)"
+  PREBUILD=0 PARTS=$1 LOG=$LOG/grader-${1// /-} OUT= bash scripts/gpu_grader.sh 2>&1 | sed -u 's/^/   /' >> "$LOG/progress.log"
+}
+# GRADER_FIRST="ref stubs ..." runs gpu_grader.sh parts before everything else (the proofs that
+# close an issue first, where a device budget may not reach the end of the job).
+[ -z "${GRADER_FIRST:-}" ] || run_grader "$GRADER_FIRST"
 
 if [ "${SUITE_ONLY:-0}" != 1 ]; then
   stamp "2. python -m task7.inference (reference solutions)"
@@ -104,6 +117,7 @@ if [ "${SUITE_ONLY:-0}" != 1 ]; then
   stamp "   rc=$?: $(grep -E '^RESULT' "$LOG/decode_model.log")"
 fi
 
+[ -z "$stub_pids" ] || wait_builds "$stub_pids"
 if [ "${NO_SUITE:-0}" != 1 ]; then
 stamp "4. pytest (the README's test command), then the slow proofs (pytest -m proof)"
 timeout 1500 python3 -m pytest -rfEs --durations=25 > "$LOG/pytest.log" 2>&1
@@ -127,11 +141,7 @@ if [ "${ADVERSARIAL:-0}" = 1 ]; then
   stamp "   adversarial rc=$?: $(tail -n 1 "$LOG/pytest-adversarial.log")"
   grep -E "^(adversarial|RECORD)|fixture" "$LOG/pytest-adversarial.log" | head -40 | sed 's/^/   /' >> "$LOG/progress.log"
 fi
-if [ -n "${GRADER_PARTS:-}" ]; then
-  stamp "6. scripts/gpu_grader.sh, PARTS=$GRADER_PARTS (its own progress in grader/progress.log)"
-  PREBUILD=0 PARTS=$GRADER_PARTS LOG=$LOG/grader OUT= bash scripts/gpu_grader.sh > "$LOG/grader.log" 2>&1
-  sed 's/^/   /' "$LOG/grader/progress.log" >> "$LOG/progress.log"
-fi
+[ -z "${GRADER_PARTS:-}" ] || run_grader "$GRADER_PARTS"
 if [ -n "${BONUS:-}" ]; then
   # Task 4's bonus (tensor cores): BONUS="not perf" for its correctness checks, BONUS=all for its timings too.
   stamp "6c. task 4's bonus tests (-k bonus, ${BONUS}) for the reference solutions"
