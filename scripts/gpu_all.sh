@@ -81,10 +81,10 @@ build_all() {  # build_all IMPL: every extension of one tree, in parallel
     ATTN_KIT_IMPL=$1 python3 -m $t.compile > "$LOG/build-$t-$(basename "$1").log" 2>&1 & built="$built $!"
   done
 }
-stamp "1. building every extension of $SOL (and, for the suite, of the stubs in the background)"
+stamp "1. building every extension of $SOL (the stubs' for the suite build later, in the background)"
 build_all "$SOL"; pids=$built
 stub_pids=""
-[ "${NO_SUITE:-0}" = 1 ] || { build_all "$PWD"; stub_pids=$built; }
+start_stub_builds() { [ "${NO_SUITE:-0}" = 1 ] || { build_all "$PWD"; stub_pids=$built; }; }
 
 if [ "${TRAIN:-0}" = 1 ]; then
   stamp "2. training the task-7 model"
@@ -105,7 +105,11 @@ run_grader() {  # run_grader PARTS: scripts/gpu_grader.sh on the warm build cach
 }
 # GRADER_FIRST="ref stubs ..." runs gpu_grader.sh parts before everything else (the proofs that
 # close an issue first, where a device budget may not reach the end of the job).
+# The stubs build after it: builds beside a grading load the CPU, and a launch-bound baseline timed
+# in the worker then looks slowed to the judge (2.09x at B4 S128 on the H200, 2026-12-02: no speed
+# credit for the reference itself, flagged for review).
 [ -z "${GRADER_FIRST:-}" ] || run_grader "$GRADER_FIRST"
+start_stub_builds
 
 if [ "${SUITE_ONLY:-0}" != 1 ]; then
   stamp "2. python -m task7.inference (reference solutions)"
@@ -141,7 +145,6 @@ if [ "${ADVERSARIAL:-0}" = 1 ]; then
   stamp "   adversarial rc=$?: $(tail -n 1 "$LOG/pytest-adversarial.log")"
   grep -E "^(adversarial|RECORD)|fixture" "$LOG/pytest-adversarial.log" | head -40 | sed 's/^/   /' >> "$LOG/progress.log"
 fi
-[ -z "${GRADER_PARTS:-}" ] || run_grader "$GRADER_PARTS"
 if [ -n "${BONUS:-}" ]; then
   # Task 4's bonus (tensor cores): BONUS="not perf" for its correctness checks, BONUS=all for its timings too.
   stamp "6c. task 4's bonus tests (-k bonus, ${BONUS}) for the reference solutions"
@@ -149,5 +152,6 @@ if [ -n "${BONUS:-}" ]; then
   ATTN_KIT_IMPL=$SOL timeout 600 python3 -m pytest -rfEs task4/test.py -k bonus "${marker[@]}" > "$LOG/pytest-bonus.log" 2>&1
   stamp "   bonus rc=$?: $(tail -n 1 "$LOG/pytest-bonus.log")"
 fi
+[ -z "${GRADER_PARTS:-}" ] || run_grader "$GRADER_PARTS"
 stamp "DONE"
 echo DONE >> "$LOG/progress.log"
