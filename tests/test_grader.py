@@ -229,6 +229,24 @@ def test_the_published_layout_is_mapped(tmp_path, monkeypatch):
     assert any("layout was mapped: task2/cuda/attention_kernel.cu" in n for n in results["tasks"]["task2"]["notes"])
 
 
+def test_a_published_layout_submission_scores_as_ours(tmp_path):
+    """The same files, once in our layout with our Results.md and once as a student of the
+    original assignment hands them in (task 4's kernel in task4/cuda/, a Results.md in its
+    style), get the same points for tasks 1 and 3, with no flag about either file."""
+    from tests.test_results_md import PUBLISHED_STYLE
+
+    ours = make_submission(tmp_path / "ours", SOLUTIONS)
+    published = make_submission(tmp_path / "published", SOLUTIONS, {"Results.md": PUBLISHED_STYLE})
+    (published / "task4" / "cuda").mkdir(parents=True)
+    shutil.copy(SOLUTIONS / "task4" / "attention_kernel.cu", published / "task4" / "cuda" / "attention_kernel.cu")
+    a, b = grade(ours, tmp_path / "out-ours"), grade(published, tmp_path / "out-published")
+    for task in CPU_TASKS:
+        assert a["tasks"][task]["points"] == b["tasks"][task]["points"] == a["tasks"][task]["max_points"], (
+            task, a["tasks"][task]["reason"], b["tasks"][task]["reason"])
+    assert not [f for f in b["flags"] if "Results.md" in f], b["flags"]
+    assert_valid_reports(tmp_path / "out-published")
+
+
 def test_only_the_named_tests_run(tmp_path):
     """grade_task(only=...) runs just the named test functions (here a CPU stand-in for a timed test)."""
     from grader.pipeline import Progress, grade_task
