@@ -293,15 +293,29 @@ def _tc_ext():
 
     whose = str(remote.client().impl) if is_judge() else str(impl_root())
     if whose in _TC_ERRORS:
-        raise CheckFailed(f"the bonus extension custom_flash_attention_tc did not build or load earlier in this run "
-                          f"(the first bonus test says why): {_first_line(_TC_ERRORS[whose])}")
+        raise CheckFailed(_tc_failure(_TC_ERRORS[whose]))
     try:
         return _attention_module().tensor_core_extension()
     except remote.WorkerFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - a missing or broken bonus file fails the bonus tests only
         _TC_ERRORS[whose] = exc
-        raise
+        # As a CheckFailed, the reason is this message (any other exception's is its traceback);
+        # the first test gives the compiler's whole message, the later ones its first line.
+        raise CheckFailed(_tc_failure(exc, whole=True)) from exc
+
+
+#: How much of a build error the first bonus test shows (the compiler's first errors).
+BUILD_ERROR_CHARS = 4000
+
+
+def _tc_failure(exc: BaseException, whole: bool = False) -> str:
+    """Why the bonus tests cannot run: no bonus file, or what the build said."""
+    if isinstance(exc, FileNotFoundError) or "MissingSubmissionFile" in _first_line(exc):
+        return ("no bonus file: task4/attention_kernel_tc.cu is not in this submission (the bonus is optional; "
+                "task 4's own points do not depend on it)")
+    said = str(exc).strip()[:BUILD_ERROR_CHARS] if whole else _first_line(exc)
+    return f"the bonus extension custom_flash_attention_tc did not build or load: {said or type(exc).__name__}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -85,6 +85,22 @@ def test_no_bonus_file_or_a_bonus_stub_keeps_the_tasks_score(why):
     assert all(sp.points == 0 and why in sp.reason for b in s.bonus for sp in b.speedups)
 
 
+def test_a_missing_or_broken_bonus_file_is_one_clear_line():
+    """On the H200, a submission without the bonus file read "case = (2, 1, 2, 16), causal = False"
+    (the top of a traceback) as its bonus reason: the bonus tests now say what happened."""
+    from harness.impl import MissingSubmissionFile
+    from harness.remote import RemoteError
+    from task4.test import _tc_failure
+
+    for exc in (MissingSubmissionFile(f"{BONUS_FILE} is missing from /s"),
+                RemoteError(f"MissingSubmissionFile: {BONUS_FILE} is missing from /s")):
+        assert _tc_failure(exc).startswith("no bonus file: task4/attention_kernel_tc.cu"), _tc_failure(exc)
+    broken = RuntimeError("error building custom_flash_attention_tc\nattention_kernel_tc.cu(12): error: expected ';'")
+    assert "expected ';'" in _tc_failure(broken, whole=True)  # the first test shows the compiler's message
+    assert _tc_failure(broken) == ("the bonus extension custom_flash_attention_tc did not build or load: "
+                                   "error building custom_flash_attention_tc")
+
+
 def test_a_task_stub_is_still_not_implemented_whatever_the_bonus_did():
     s = score(task4_report(core="failed", bf16="failed", tf32="failed", message=MISSING))
     assert s.points == 0 and s.status == "not implemented", (s.status, s.reason)
