@@ -93,3 +93,20 @@ def test_the_import_shim_gives_the_built_extension(tmp_path, monkeypatch):
     (tmp_path / "ro").mkdir(mode=0o500)
     if os.geteuid() != 0:  # root writes anyway; a read-only folder (a contained build) costs only the shim
         assert build.write_import_shim("custom_flash_attention", root=tmp_path / "ro") is None
+
+
+def test_each_task_builds_what_it_imports_with_one_compile_script():
+    """The grader runs one compile script per task where one builds everything the task imports:
+    task 7 (task 4's and task 5's kernels) uses task 5's, which builds both side by side, instead
+    of task 4's (with its bonus) and then task 5's, one after the other."""
+    from grader.builder import compile_owners
+    from harness.tasks import TASKS
+
+    assert compile_owners("task7", has_own_script=False) == ["task5"]
+    for name, task in TASKS.items():
+        if not task.extensions:
+            continue
+        owners = compile_owners(name, has_own_script=(REPO_ROOT / name / "compile.py").exists())
+        built = {e for t in owners for e in TASKS[t].extensions}
+        assert set(task.extensions) <= built, (name, owners)
+        assert len(owners) == 1, (name, owners)
