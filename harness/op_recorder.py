@@ -9,6 +9,7 @@ a matrix product, a softmax or a ready-made attention.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -38,6 +39,20 @@ class _OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.names.append(func.overloadpacket.__name__)
         return func(*args, **(kwargs or {}))
+
+
+def ops_counted(fn: Callable, *args, **kwargs) -> tuple[object, dict[str, int]]:
+    """Run ``fn`` and return its result with how many times each operator ran (in the worker
+    for an object there: a count the submission's own process reports, so good for a teaching
+    check of small weight, never for a rule)."""
+    from .remote import is_remote
+
+    if is_remote(fn):
+        return fn.call(args, kwargs, record_ops=True, count_ops=True)
+    recorder = _OpRecorder()
+    with recorder:
+        result = fn(*args, **kwargs)
+    return result, dict(Counter(recorder.names))
 
 
 def ops_called(fn: Callable, *args, keep_result: bool = False, outputs: tuple = (),

@@ -171,7 +171,8 @@ class Client:
         except (channel.ProtocolError, RecursionError, ValueError) as exc:
             raise self._fail(worker, what, f"the worker broke the protocol ({type(exc).__name__})") from None
         return _Reply(result, mutated, [str(v) for v in reply.get("violations", [])],
-                      [str(o) for o in reply.get("ops", [])] if "ops" in reply else None)
+                      [str(o) for o in reply.get("ops", [])] if "ops" in reply else None,
+                      _op_counts(reply.get("op_counts")))
 
     def _remote(self, handle: dict, worker: WorkerProcess) -> "RemoteObject":
         i = handle.get("__handle__")
@@ -202,8 +203,16 @@ class Client:
 
 
 class _Reply:
-    def __init__(self, result, mutated, violations, ops):
+    def __init__(self, result, mutated, violations, ops, op_counts=None):
         self.result, self.mutated, self.violations, self.ops = result, mutated, violations, ops
+        self.op_counts: dict[str, int] = op_counts or {}
+
+
+def _op_counts(value) -> dict[str, int]:
+    """The worker's operator counts, as data: names to non-negative whole numbers, nothing else."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
 
 
 def _device_here(name: str) -> str:
@@ -265,7 +274,7 @@ class RemoteObject:
         return self.call(args, kwargs)
 
     def call(self, args=(), kwargs=None, *, record_ops: bool = False, keep: bool = False,
-             outputs: tuple = ()):
+             outputs: tuple = (), count_ops: bool = False):
         """Call it in the worker. ``outputs`` names the arguments (positions or keywords) the
         call is meant to change in place; only their new values come back into the judge's
         tensors. A change to any other argument is ignored: the judge's inputs, from which
@@ -288,8 +297,8 @@ class RemoteObject:
             from .rules import violation_message
 
             raise RuleBroken(violation_message(reply.violations, f"{self._type}"))
-        if record_ops:
-            return reply.result, reply.ops or []
+        if record_ops:  # count_ops: how often each operator ran, instead of their names
+            return reply.result, (reply.op_counts if count_ops else reply.ops or [])
         return reply.result
 
     def __repr__(self) -> str:

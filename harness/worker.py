@@ -11,6 +11,7 @@ tolerance itself.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import sys
@@ -99,6 +100,7 @@ class Worker:
         extra = dict(violations=rules.take_violations(), mutated=mutated)
         if ops is not None:
             extra["ops"] = sorted(set(ops))
+            extra["op_counts"] = dict(collections.Counter(ops))  # how often each ran (harness.op_recorder)
         return _Outcome(result, extra, keep=bool(req.get("keep")))
 
     def op_release(self, req, tensors):

@@ -15,7 +15,7 @@ import torch
 
 from harness import formulas
 from harness.shared_checks import CORE_DIMS, INPUT_SETS_PER_CHECK, LARGE_SCORES_STD, check_attention_module
-from harness.compare import assert_close, strict_float32
+from harness.compare import CheckFailed, assert_close, strict_float32
 from harness.device import DEVICES
 from harness.impl import load_module
 from harness.inputs import randn
@@ -56,9 +56,14 @@ def test_worked_example_online_softmax(record):
         ("running output o / l", o1 / l1.unsqueeze(-1), EXAMPLE_OUT),
     ):
         want = torch.tensor(want, **f64)
+        # NaN after the first tile is the paper's typo taken literally: dividing by
+        # exp(m_prev - m_new), which is exp(-inf) = 0 on the first tile, gives 0 / 0.
+        typo = (" NaN after the first tile: the old output was divided by exp(m_prev - m_new), which is 0 "
+                "while m_prev is -inf; the inverse in line 10 is a known typo (flash-attention issue #991): "
+                "multiply instead." if torch.isnan(got).any() else "")
         assert torch.allclose(got, want, atol=EXAMPLE_ROUNDING), (
             f"after the first tile, {name} is {got.tolist()} but the worked example has "
-            f"{want.tolist()} (README, Task 3). Check Algorithm 1, lines 9-10."
+            f"{want.tolist()} (README, Task 3). Check Algorithm 1, lines 9-10.{typo}"
         )
     # The second key tile completes the rows: o / l must now be the exact softmax of
     # all four scores applied to V.
@@ -128,6 +133,71 @@ def test_flash_attention_core_large_scores(tiles, causal, device, record):
                          input_set=i, std=LARGE_SCORES_STD),
         )
         record("error", **report.as_dict())
+
+
+#: How far below zero every score of the negative-score check lies (after the 1/sqrt(d) scale):
+#: far past float32's exp underflow (about -103), so a running maximum that starts at 0
+#: instead of -inf turns every exp into 0, the running sum l into 0, and o / l into NaN.
+NEGATIVE_SCORE = 200.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_flash_attention_core_negative_scores(causal, device, record):
+    """Every score far below zero: m must start at -inf (Algorithm 1, line 4), not at 0, or
+    exp(s - m) underflows to 0 for every key of a row and o / l is 0 / 0."""
+    seq_len, head_dim, batch, heads = 50, 16, 2, 3
+    tag = f"task3/core-negative/{causal}"
+    module = _task().CustomFlashAttention(*(torch.eye(heads * head_dim, device=device),) * 4, heads * head_dim, heads)
+    for i in range(INPUT_SETS_PER_CHECK):
+        # Keys point away from every query: q . k / sqrt(d) is about -NEGATIVE_SCORE (give or take a few).
+        direction = torch.nn.functional.normalize(randn(head_dim, tag=f"{tag}/u{i}", device=device), dim=0)
+        size = (NEGATIVE_SCORE * head_dim ** 0.5) ** 0.5
+        q = size * direction + 0.1 * randn(batch, heads, seq_len, head_dim, tag=f"{tag}/q{i}", device=device)
+        k = -size * direction + 0.1 * randn(batch, heads, seq_len, head_dim, tag=f"{tag}/k{i}", device=device)
+        v = randn(batch, heads, seq_len, head_dim, tag=f"{tag}/v{i}", device=device)
+        out = module._flash_attention(q, k, v, 16, 16, causal)
+        with strict_float32():
+            torch32 = formulas.attention(q, k, v, causal, dtype=torch.float32)
+        report = assert_close(
+            out, formulas.attention(q, k, v, causal), torch32,
+            what="_flash_attention with every score far below zero (a NaN here means the running maximum m "
+            "did not start at -inf, Algorithm 1 line 4: exp(s - 0) underflowed to 0 for every key)", dims=CORE_DIMS,
+            context=dict(S=seq_len, d=head_dim, causal=causal, device=device, input_set=i, score=-NEGATIVE_SCORE),
+        )
+        record("error", **report.as_dict())
+
+
+#: The operators that multiply matrices, as the dispatcher sees them (``@`` and einsum become these).
+PRODUCT_OPS = {"mm", "bmm", "matmul", "baddbmm", "addmm", "addbmm", "einsum"}
+
+
+def test_causal_skips_masked_tiles(record):
+    """With the causal mask, a key tile that starts after the query tile's last row is all -inf:
+    the tile loop must skip it, not compute it and mask it (README, Task 3; task 4's kernel does the
+    same on the GPU). Counted by the matrix products _flash_attention runs: with 8 tiles of 8 rows
+    and keys, 64 tile pairs without the mask, 36 with it when the masked ones are skipped."""
+    from harness.op_recorder import ops_counted
+
+    seq_len, tile = 64, 8
+    module = _task().CustomFlashAttention(*(torch.eye(32),) * 4, 32, 2)
+    q, k, v = (randn(1, 2, seq_len, 16, tag=f"task3/skip/{n}") for n in "qkv")
+    counts = {}
+    for causal in (False, True):
+        _, ran = ops_counted(module._flash_attention, q, k, v, tile, tile, causal)
+        counts[causal] = sum(n for op, n in ran.items() if op in PRODUCT_OPS) or sum(ran.values())  # or every op
+    tiles = -(-seq_len // tile)
+    pairs_full, pairs_causal = tiles * tiles, tiles * (tiles + 1) // 2
+    skipping = pairs_causal / pairs_full
+    # Half-way between skipping (36/64 of the work) and not skipping (all of it).
+    allowed = counts[False] * (skipping + 1) / 2
+    if counts[True] > allowed:
+        raise CheckFailed(
+            f"with causal=True, _flash_attention ran {counts[True]} matrix products against {counts[False]} without "
+            f"the mask (S={seq_len}, tiles of {tile}): skipping the key tiles that lie entirely after each query "
+            f"tile's last row would leave about {skipping:.0%} of them ({pairs_causal} of {pairs_full} tile pairs). "
+            "Stop the key-tile loop at the query tile's last row (README, Task 3).")
+    record("causal_tile_skipping", full=counts[False], causal=counts[True], allowed=allowed)
 
 
 def test_published_call(record):
