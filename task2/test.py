@@ -153,6 +153,7 @@ ATTENTION_CASES = [
     (3, 200, 3, 80),
     (2, 77, 5, 3),
     (1, 2049, 4, 64),
+    (64, 7, 32, 16),  # 2048 (batch, head) pairs: the grid's batch dimension, far past one wave of blocks
 ]
 
 

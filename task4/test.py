@@ -80,6 +80,7 @@ CORE_CASES = [
     (2, 77, 5, 3),  # tiny, odd head_dim
     (2, 333, 12, 64),  # GPT-2's head size
     (1, 4096, 32, 128),  # the published head layout at full length
+    (64, 7, 32, 16),  # 2048 (batch, head) pairs, every one checked (the timed B64 checks only samples)
 ]
 
 
