@@ -31,6 +31,14 @@ FORBIDDEN_OPS = frozenset(
 )
 
 
+#: Operators that copy a tensor's data (``contiguous()`` on a strided view runs ``clone``):
+#: a kernel meant to read its inputs in place must call none of them.
+COPY_OPS = frozenset(
+    {"clone", "copy_", "_to_copy", "contiguous", "cat", "stack", "index_select", "gather",
+     "narrow_copy", "slice_copy", "as_strided_copy", "_copy_from", "_copy_from_and_resize"}
+)
+
+
 class _OpRecorder(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()

@@ -37,7 +37,7 @@ from harness.compare import CheckFailed, assert_close, compare, strict_float32
 from harness.device import requires_cuda
 from harness.impl import load_module
 from harness.inputs import mha_weights, randn
-from harness.op_recorder import assert_own_kernel
+from harness.op_recorder import COPY_OPS, assert_own_kernel, ops_called
 from harness.remote import bound, call, fetch, is_judge, kept, on_worker, worker_randn
 from harness.timing import bind_tail, compare_speed, compare_steps, time_function
 from harness.yardstick import side_by_side
@@ -191,15 +191,23 @@ def test_decode_kernel_large_scores(splits, record):
 
 
 def test_decode_kernel_on_a_slice_and_splits(record):
-    """The same answer from a ``cache[:, :L]`` view (seq_len left out) and any num_splits."""
+    """The same answer from a ``cache[:, :L]`` view (seq_len left out), read in place (no copy), and
+    any num_splits."""
     case = (2, 777, 1000, 1024, 8)
     b, length, _, h, heads = case
     q, k_cache, v_cache = _decode_problem(case, "task5/decode-views")
     ref, t32 = _decode_reference(q, k_cache, v_cache, heads, length)
     kernels = _kernels()
     on_prefix = [(1, 1, 0, length), (2, 1, 0, length)]  # cache[:, :L], made where the kernel runs
-    runs = {"cache[:, :L] view": on_worker(narrowed_call)(kernels.custom_flash_attention_decode, on_prefix,
-                                                          q, k_cache, v_cache, heads, False)}
+    view_out, ran = ops_called(on_worker(narrowed_call), kernels.custom_flash_attention_decode, on_prefix,
+                               q, k_cache, v_cache, heads, False)
+    copies = sorted(set(ran) & COPY_OPS)
+    if copies:  # q is dense here: a copy is of the cache
+        raise CheckFailed(
+            f"custom_flash_attention_decode copied its inputs (PyTorch's {', '.join(copies)}) when given "
+            "cache[:, :L] views: read the cache in place, with its strides (README, Task 5). Copying the "
+            "whole prefix at every token moves more memory than the attention itself reads.")
+    runs = {"cache[:, :L] view": view_out}
     for splits in (1, 3, 64):
         runs[f"num_splits={splits}"] = kernels.custom_flash_attention_decode(
             q, k_cache, v_cache, heads, False, seq_len=length, num_splits=splits
