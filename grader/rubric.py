@@ -117,8 +117,9 @@ class RubricError(ValueError):
 
 
 def defined_tests(task: str) -> dict[str, set[str]] | None:
-    """The test functions a task's test modules define, each with the measurement names it
-    records (``record("name", ...)``), read from the source; None if a module is missing."""
+    """The test functions a task's test modules define (``def test_...`` or ``test_... = factory(...)``),
+    each with the measurement names it records (``record("name", ...)``), read from the source;
+    None if a module is missing."""
     import ast
 
     from harness.tasks import REPO_ROOT, TASKS
@@ -135,6 +136,11 @@ def defined_tests(task: str) -> dict[str, set[str]] | None:
                     if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "record"
                     and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)
                 }
+            elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and len(node.targets) == 1
+                  and isinstance(node.targets[0], ast.Name) and node.targets[0].id.startswith("test_")):
+                # A test a shared factory makes (``test_module = module_test(...)``): its
+                # measurements are the factory's, not in this file.
+                out[node.targets[0].id] = set()
     return out
 
 

@@ -191,6 +191,28 @@ def module_id(shape) -> str:
     return "B{}-S{}-H{}-heads{}".format(*shape)
 
 
+def module_test(make_module: Callable, *, task: str, what: str, shapes=None, devices=None):
+    """The module check every attention task runs, as a pytest test function (assign it to
+    ``test_module`` in the task's test file): ``make_module(w_q, w_k, w_v, w_o, hidden, heads)``
+    against float64 and against ``nn.MultiheadAttention`` over ``shapes`` (default
+    :data:`MODULE_SHAPES`), causal and not, on each of ``devices`` (default: CUDA)."""
+    import pytest
+
+    @pytest.mark.parametrize("device", devices or ["cuda"])
+    @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+    @pytest.mark.parametrize("shape", shapes or MODULE_SHAPES, ids=module_id)
+    @pytest.mark.parametrize("against", ["float64", "nn.MultiheadAttention"])
+    def test_module(shape, causal, device, against, record):
+        b, s, h, n = shape
+        report = check_attention_module(
+            make_module, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal, device=device,
+            tag=f"{task}/module/{module_id(shape)}/{causal}", against=against, what=what,
+        )
+        record("error", **report.as_dict())
+
+    return test_module
+
+
 def core_id(case) -> str:
     return "B{}-S{}-heads{}-d{}".format(*case)
 

@@ -26,7 +26,7 @@ import torch
 
 from harness import formulas
 from harness.shared_checks import (
-    LARGE_SCORES_STD, MODULE_SHAPES, check_attention_core, check_attention_module, core_id, module_id, poison_free_memory,
+    LARGE_SCORES_STD, check_attention_core, core_id, module_test, poison_free_memory,
     run_input_checks,
 )
 from harness.compare import assert_close, strict_float32
@@ -181,17 +181,8 @@ def _module(*args):
     return _attention_module().CustomSelfAttention(*args)
 
 
-@pytest.mark.parametrize("against", ["float64", "nn.MultiheadAttention"])
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", MODULE_SHAPES, ids=module_id)
-def test_module(shape, causal, against, record):
-    b, s, h, n = shape
-    report = check_attention_module(
-        _module, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal, device=DEVICE,
-        tag=f"task2/module/{module_id(shape)}/{causal}", against=against,
-        what="CustomSelfAttention",
-    )
-    record("error", **report.as_dict())
+# The whole module, against float64 and nn.MultiheadAttention (harness.shared_checks.module_test).
+test_module = module_test(_module, task="task2", what="CustomSelfAttention")
 
 
 # ---------------------------------------------------------------- input checks (provided code)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness import formulas
-from harness.shared_checks import CORE_DIMS, INPUT_SETS_PER_CHECK, LARGE_SCORES_STD, check_attention_module
+from harness.shared_checks import CORE_DIMS, INPUT_SETS_PER_CHECK, LARGE_SCORES_STD, module_test
 from harness.compare import CheckFailed, assert_close, strict_float32
 from harness.device import DEVICES
 from harness.impl import load_module
@@ -218,18 +218,9 @@ def test_published_call(record):
 SHAPES = [(1, 1, 32, 4), (2, 7, 64, 4), (2, 130, 128, 8), (1, 200, 96, 3)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-S{}-H{}-heads{}".format(*s))
-@pytest.mark.parametrize("against", ["float64", "nn.MultiheadAttention"])
-def test_module(shape, causal, device, against, record):
-    b, s, h, n = shape
-    report = check_attention_module(
-        _task().CustomFlashAttention, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal,
-        device=device, tag=f"task3/module/{shape}/{causal}", against=against,
-        what="CustomFlashAttention",
-    )
-    record("error", **report.as_dict())
+# The whole module, against float64 and nn.MultiheadAttention (harness.shared_checks.module_test).
+test_module = module_test(lambda *args: _task().CustomFlashAttention(*args), task="task3",
+                          what="CustomFlashAttention", shapes=SHAPES, devices=DEVICES)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import torch
 from harness import bonus_checks
 from harness.shared_checks import (
     LARGE_SCORES_STD, MODULE_DIMS, MODULE_SHAPES, TIMED_SAMPLES, attention_references, check_attention_core,
-    check_attention_module, check_timed_samples, core_id, mha_forward, module_id, nn_multihead_attention,
+    check_timed_samples, core_id, mha_forward, module_test, nn_multihead_attention,
     run_input_checks, sdpa_core,
 )
 from harness.compare import strict_float32
@@ -115,17 +115,8 @@ def _module(*args):
     return _attention_module().CustomFlashAttention(*args)
 
 
-@pytest.mark.parametrize("against", ["float64", "nn.MultiheadAttention"])
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", MODULE_SHAPES, ids=module_id)
-def test_module(shape, causal, against, record):
-    b, s, h, n = shape
-    report = check_attention_module(
-        _module, batch=b, seq_len=s, hidden=h, num_heads=n, causal=causal, device=DEVICE,
-        tag=f"task4/module/{module_id(shape)}/{causal}", against=against,
-        what="CustomFlashAttention",
-    )
-    record("error", **report.as_dict())
+# The whole module, against float64 and nn.MultiheadAttention (harness.shared_checks.module_test).
+test_module = module_test(_module, task="task4", what="CustomFlashAttention", shapes=MODULE_SHAPES)
 
 
 _BAD_INPUTS_SCRIPT = """
