@@ -65,12 +65,7 @@ def _timing_fields(t: timing.Timing) -> dict:
 
 
 def measure_copy(device: str = "cuda", nbytes: int = COPY_BYTES) -> dict:
-    src = torch.empty(nbytes // 4, device=device).uniform_()
-    dst = torch.empty_like(src)
-    # The copy itself streams 2 x 1 GiB through memory, so there is nothing for a flush to evict.
-    t = timing.time_function(lambda d, s: d.copy_(s), [(dst, src)], warmup=WARMUP, min_reps=MIN_REPS,
-                             max_reps=MAX_REPS, budget_s=BUDGET_S, flush_l2=False)
-    del src, dst
+    t = timing.time_copy(nbytes, device, warmup=WARMUP, min_reps=MIN_REPS, max_reps=MAX_REPS, budget_s=BUDGET_S)
     return dict(value=2 * nbytes / (t.median_ms / 1e3), unit="B/s", bytes=2 * nbytes,
                 what=f"device-to-device copy of {nbytes / 2**30:.3g} GiB, bytes read + written / median time",
                 timing=_timing_fields(t))

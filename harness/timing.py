@@ -571,11 +571,19 @@ def compare_steps(
 COPY_BANDWIDTH_BYTES = 1 << 30
 
 
+def time_copy(nbytes: int = COPY_BANDWIDTH_BYTES, device="cuda", **options) -> Timing:
+    """A device-to-device copy of ``nbytes``, timed as :func:`time_function` times anything
+    (``options``: its warm-up and repetitions). The copy streams far more than any L2 holds,
+    so there is nothing for a flush to evict: none is done."""
+    src = torch.empty(nbytes // 4, device=device).uniform_()
+    dst = torch.empty_like(src)
+    timing = time_function(lambda d, s: d.copy_(s), [(dst, src)], flush_l2=False, **options)
+    del src, dst
+    return timing
+
+
 def copy_bandwidth(nbytes: int = COPY_BANDWIDTH_BYTES, reps: int = 20, device="cuda") -> float:
     """The practical ceiling of GPU memory, in bytes/s: a large device-to-device copy,
     counting bytes read plus bytes written (median of ``reps``, CUDA events)."""
-    src = torch.empty(nbytes // 4, device=device).uniform_()
-    dst = torch.empty_like(src)
-    timing = time_function(lambda d, s: d.copy_(s), [(dst, src)], warmup=3, min_reps=reps, max_reps=reps, flush_l2=False)
-    del src, dst
+    timing = time_copy(nbytes, device, warmup=3, min_reps=reps, max_reps=reps)
     return 2 * nbytes / (timing.median_ms / 1e3)
