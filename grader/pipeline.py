@@ -151,7 +151,14 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
             env[YARDSTICK_IMPL_ENV], env[YARDSTICK_DIR_ENV] = str(SOLUTIONS), str(stage.worker.parent / "yardstick")
         if rubric.worker_memory_gb:
             env[MEMORY_ENV] = str(int(rubric.worker_memory_gb * 2**30))
-        run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs, only=only)
+        # A bonus part's tests run after the task's own, in a judge and worker of their own and
+        # with their own limit: a bonus that hangs or crashes costs the bonus, not the task.
+        apart = tuple(sorted(tr.bonus_tests)) if tr.bonus and not only else ()
+        run = run_tests(stage, env=env, timeout_s=tr.test_timeout_s, logs=logs, only=only, exclude=apart)
+        if apart:
+            progress(name, f"testing the bonus part (up to {tr.bonus_test_timeout_s:.0f} s, in a worker of its own)")
+            run.bonus = run_tests(stage, env=env, timeout_s=tr.bonus_test_timeout_s, logs=logs, only=apart,
+                                  part="bonus")
         after = kit_hashes(stage.folder)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         worker = ((run.report or {}).get("attn_kit") or {}).get("worker") or {}
@@ -166,6 +173,10 @@ def grade_task(task: str, submission: Path, out: Path, rubric: Rubric, seed: int
         result["tests"] = dict(seconds=round(run.proc.seconds, 2), problem=run.problem,
                                returncode=run.proc.returncode, output_tail=run.proc.output_tail,
                                log=run.proc.log_path, duration_by_test=_durations(run))
+        if run.bonus:
+            result["stage_seconds"]["bonus tests"] = round(run.bonus.proc.seconds, 2)
+            result["bonus_tests"] = dict(seconds=round(run.bonus.proc.seconds, 2), problem=run.bonus.problem,
+                                         returncode=run.bonus.proc.returncode, log=run.bonus.proc.log_path)
         result["_run"] = run
         t1 = time.perf_counter()
         if self_reference:  # grading the reference itself: its own speedups are the yardstick

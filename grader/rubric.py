@@ -69,6 +69,8 @@ class TaskRubric:
     test_timeout_s: float = DEFAULT_TEST_TIMEOUT_S
     #: The task's bonus parts (extra points, reported apart from ``points``).
     bonus: tuple[BonusPart, ...] = ()
+    #: The bonus tests' own limit (``Task.bonus_test_timeout_s``): they run apart from the task's.
+    bonus_test_timeout_s: float = DEFAULT_TEST_TIMEOUT_S
 
     @property
     def bonus_points(self) -> float:
@@ -207,7 +209,8 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
         checks, speedups = _checks(spec), _speedups(spec)
         bonus = tuple(BonusPart(str(b["name"]), _checks(b), _speedups(b)) for b in spec.get("bonus", []))
         task = TaskRubric(name, float(entry.points), checks, speedups,
-                          float(spec.get("test_timeout_s", entry.test_timeout_s)), bonus)
+                          float(spec.get("test_timeout_s", entry.test_timeout_s)), bonus,
+                          float(spec.get("bonus_test_timeout_s", entry.bonus_test_timeout_s)))
         unknown += [f"{name}: {u}" for u in unknown_names(task)]
         parts = sum(c.points for c in checks) + sum(s.points for s in speedups)
         if abs(parts - task.points) > POINTS_TOLERANCE:

@@ -30,10 +30,17 @@ class TestRun:
     proc: ProcResult
     report: dict | None  # pytest-json-report's document, or None if the run died before writing it
     problem: str | None  # why the run as a whole went wrong (crash, hang), if it did
+    #: The bonus tests' own run (see :func:`with_bonus`), if they ran apart.
+    bonus: "TestRun | None" = None
 
     @property
     def tests(self) -> list[dict]:
-        return (self.report or {}).get("tests", [])
+        return (self.report or {}).get("tests", []) + (self.bonus.tests if self.bonus else [])
+
+    @property
+    def bonus_problem(self) -> str | None:
+        """Why the bonus tests' own run went wrong (a hang, a crash), if it did."""
+        return self.bonus.problem if self.bonus else None
 
 
 #: The flag on every score of a task whose tests are not yet split into judge and worker.
@@ -42,10 +49,12 @@ ONE_PROCESS_FLAG = ("{task} ran its tests in one contained process (the judge/wo
 
 
 def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path,
-              only: tuple[str, ...] = ()) -> TestRun:
-    """The task's tests (``only``: just these test functions) in the judge, the code in its worker."""
+              only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), part: str = "") -> TestRun:
+    """The task's tests (``only``: just these test functions; ``exclude``: all but these) in the
+    judge, the code in its worker; ``part`` names this run's report and log (``task4-bonus-...``)."""
     one_process = stage.worker is not None and not TASKS[stage.task].judged
-    report_path = (stage.worker if one_process else logs) / f"{stage.task}-pytest.json"
+    label = f"{stage.task}-{part}" if part else stage.task
+    report_path = (stage.worker if one_process else logs) / f"{label}-pytest.json"
     report_path.unlink(missing_ok=True)
     launcher = ["-m", "harness.contained"] if one_process else []
     tests = list(TASKS[stage.task].tests)
@@ -58,13 +67,15 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
     ]
     if only and len(TASKS[stage.task].tests) > 1:
         cmd += ["-k", " or ".join(only)]
+    for test in exclude:  # by node id prefix: every parametrization of that function
+        cmd += [f"--deselect={module}::{test}" for module in TASKS[stage.task].tests]
     if one_process:  # contained like a worker, but it also writes its own report, into its scratch
         from .builder import worker_env
 
         env = {**worker_env(stage, env), "ATTN_KIT_SEED": env["ATTN_KIT_SEED"]}
     elif stage.worker is not None:  # the judge/worker split: this process judges, the worker runs the code
         env = {**env, ROLE_ENV: JUDGE, WORKER_DIR_ENV: str(stage.worker)}
-    proc = run_process(cmd, cwd=stage.folder, env=env, timeout_s=timeout_s, log_path=logs / f"{stage.task}-tests.log")
+    proc = run_process(cmd, cwd=stage.folder, env=env, timeout_s=timeout_s, log_path=logs / f"{label}-tests.log")
     report = None
     try:
         report = json.loads(read_submission_file(report_path.parent, report_path.name, MAX_REPORT_BYTES))

@@ -302,8 +302,9 @@ def score_speedup(speedup: Speedup, cases: list[Case], gate_open: bool, referenc
 
 
 def score_bonus(rubric: Rubric, part: BonusPart, cases: list[Case], references: dict[str, float],
-                flags: list[str]) -> BonusResult:
-    """A bonus part, scored as a task is: its speedups are gated by its own checks only."""
+                flags: list[str], problem: str | None = None) -> BonusResult:
+    """A bonus part, scored as a task is: its speedups are gated by its own checks only;
+    ``problem``: why the bonus tests' own run went wrong (a hang, a crash), said first."""
     checks = [score_check(c, cases) for c in part.checks]
     gate_open = all(c.status == "passed" for c in checks)
     speedups = [score_speedup(s, cases, gate_open, references.get(s.name), rubric.implausible_factor, flags,
@@ -316,6 +317,8 @@ def score_bonus(rubric: Rubric, part: BonusPart, cases: list[Case], references: 
         reason = f"{first_bad.name}: {first_bad.passed}/{first_bad.ran} cases pass ({why})"
     else:
         reason = f"{slow.name}: {slow.reason}" if slow else "every check passed"
+    if problem:
+        reason = f"the bonus tests' run: {problem}; {reason}"
     return BonusResult(part.name, points, part.points, checks, speedups, reason)
 
 
@@ -325,7 +328,8 @@ def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
     all_cases = cases_of(run)
     flags: list[str] = []
     # The bonus parts are scored on their own tests; the task's score and status never see them.
-    bonus = [score_bonus(rubric, part, all_cases, references, flags) for part in task_rubric.bonus]
+    bonus = [score_bonus(rubric, part, all_cases, references, flags, getattr(run, "bonus_problem", None))
+             for part in task_rubric.bonus]
     cases = [c for c in all_cases if c.function not in task_rubric.bonus_tests]
     checks = [score_check(c, cases) for c in task_rubric.checks]
     gate_open = all(c.status == "passed" for c in checks)

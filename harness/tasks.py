@@ -68,6 +68,9 @@ class Task:
     #: after its own; a bonus build that fails (or a bonus file that is absent) fails only the
     #: bonus tests, never the compile step (see :func:`harness.build.compile_main`).
     bonus_extensions: tuple[str, ...] = ()
+    #: Seconds the bonus part's tests may run. The grader runs them after the task's own, in a
+    #: judge and worker of their own: a bonus that hangs or crashes costs only the bonus.
+    bonus_test_timeout_s: float = DEFAULT_TEST_TIMEOUT_S
 
     @property
     def number(self) -> int:
@@ -127,8 +130,8 @@ TASKS: dict[str, Task] = {
             needs_gpu=True,
             tests=("task4/test.py",),
             judged=True,
-            # Longer than the default: the shape grid, then four timed configurations up to S=4096,
-            # and the bonus part's two grids and eight timed configurations.
+            # Longer than the default: the shape grid, then four timed configurations up to S=4096
+            # (the bonus part's two grids and eight timed configurations run apart, in their own limit).
             test_timeout_s=2400,
             optional=("task4/attention_kernel_tc.cu",),
             bonus_extensions=("custom_flash_attention_tc",),

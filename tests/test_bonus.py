@@ -15,7 +15,7 @@ from grader.scoring import score_task
 from grader.stage import stage_task
 from harness import build
 from harness.impl import IMPL_ENV
-from harness.tasks import EXTENSIONS, TASKS, editable_files
+from harness.tasks import EXTENSIONS, REPO_ROOT, TASKS, editable_files
 
 CONFIGS = ["B4-S128-full", "B4-S128-causal", "B64-S4096-full", "B64-S4096-causal"]
 BONUS_FILE = "task4/attention_kernel_tc.cu"
@@ -257,3 +257,42 @@ def test_a_bonus_that_does_not_build_never_fails_the_compile(monkeypatch, tmp_pa
     assert "FAILED: custom_flash_attention_tc (bonus) did not build" in err and "the bonus part only" in err
     _fake_compile(monkeypatch, tmp_path / "core", bonus_file=True, fail=("custom_flash_attention",))
     assert build.compile_main("task4", []) == 1  # the task's own extension still fails it
+
+
+def test_a_bonus_that_hangs_costs_only_the_bonus(tmp_path, monkeypatch):
+    """The bonus tests run after the task's own, in a run of their own with their own time
+    limit: when that run hangs (no report), task 4 keeps its 4 points, the bonus scores 0 and
+    says why. Before, both shared one pytest run, and a hang there lost the task's report too."""
+    from grader import pipeline
+    from grader.builder import BuildResult
+    from grader.proc import ProcResult
+
+    rubric = rubric_mod.load()
+    tr = rubric.tasks["task4"]
+    full = task4_report()
+    core_tests = [t for t in full.tests if not t["nodeid"].split("::")[-1].startswith("test_bonus_")]
+    calls = []
+
+    def fake_run_tests(stage, *, env, timeout_s, logs, only=(), exclude=(), part=""):
+        calls.append(dict(timeout_s=timeout_s, only=set(only), exclude=set(exclude), part=part))
+        proc = ProcResult(returncode=0, timed_out=False, seconds=1.0, output_tail="", log_path=str(logs / "x.log"))
+        if part == "bonus":
+            hung = ProcResult(returncode=None, timed_out=True, seconds=timeout_s, output_tail="", log_path="b.log")
+            return Run(proc=hung, report=None, problem=f"the tests ran longer than {timeout_s:.0f} s (a hang?) "
+                                                          "and were stopped")
+        return Run(proc=proc, report={"tests": core_tests}, problem=None)
+
+    monkeypatch.setattr(pipeline, "_can_compile_cuda", lambda: True)
+    monkeypatch.setattr(pipeline, "_gpu_available", lambda: True)
+    monkeypatch.setattr(pipeline, "build_task", lambda stage, **kw: BuildResult(True, "built", ProcResult(
+        0, False, 1.0, "", "build.log")))
+    monkeypatch.setattr(pipeline, "run_tests", fake_run_tests)
+    result = pipeline.grade_task("task4", REPO_ROOT / "solutions", tmp_path, rubric, seed=1,
+                                 progress=pipeline.Progress(True), self_reference=True)
+    assert [c["part"] for c in calls] == ["", "bonus"], calls
+    assert calls[0]["exclude"] == calls[1]["only"] == tr.bonus_tests and not calls[0]["only"], calls
+    assert calls[0]["timeout_s"] == tr.test_timeout_s and calls[1]["timeout_s"] == tr.bonus_test_timeout_s
+    assert result["points"] == 4 and result["status"] == "graded", (result["status"], result["reason"])
+    assert result["bonus_points"] == 0 and result["bonus_tests"]["problem"].startswith("the tests ran longer")
+    assert all(b["reason"].startswith("the bonus tests' run: the tests ran longer") for b in result["bonus"]), [
+        b["reason"] for b in result["bonus"]]
