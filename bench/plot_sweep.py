@@ -231,10 +231,13 @@ def roofline_points(data: dict) -> list[dict]:
 
 def ncu_measured(sweep_path: Path, data: dict, explicit: Path | None) -> dict:
     """bench/ncu_profile.sh's per-kernel DRAM bytes (``ncu-<gpu>.json`` beside the sweep), if any."""
+    if explicit is None and not sweep_path.name.startswith("sweep-"):
+        return {}  # a sweep saved under another name (--out): no ncu file to pair it with
     path = explicit or sweep_path.with_name(sweep_path.name.replace("sweep-", "ncu-", 1).replace("-quick", ""))
-    if not path.exists():
+    if not path.exists() or path == sweep_path:
         return {}
-    return json.loads(path.read_text()).get("kernels", {})
+    kernels = json.loads(path.read_text()).get("kernels", {})
+    return {k: v for k, v in kernels.items() if isinstance(v, dict)} if isinstance(kernels, dict) else {}
 
 
 def plot_roofline(data: dict, names: list[str], cmap: dict, path: Path, ncu: dict) -> Path | None:

@@ -118,6 +118,10 @@ class RubricError(ValueError):
     pass
 
 
+#: The kit's functions that make a test function (harness.shared_checks): ``test_x = factory(...)``.
+TEST_FACTORIES = frozenset({"module_test"})
+
+
 def defined_tests(task: str) -> dict[str, set[str]] | None:
     """The test functions a task's test modules define (``def test_...`` or ``test_... = factory(...)``),
     each with the measurement names it records (``record("name", ...)``), read from the source;
@@ -139,7 +143,8 @@ def defined_tests(task: str) -> dict[str, set[str]] | None:
                     and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)
                 }
             elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and len(node.targets) == 1
-                  and isinstance(node.targets[0], ast.Name) and node.targets[0].id.startswith("test_")):
+                  and isinstance(node.targets[0], ast.Name) and node.targets[0].id.startswith("test_")
+                  and getattr(node.value.func, "id", None) in TEST_FACTORIES):
                 # A test a shared factory makes (``test_module = module_test(...)``): its
                 # measurements are the factory's, not in this file.
                 out[node.targets[0].id] = set()

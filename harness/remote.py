@@ -208,11 +208,17 @@ class _Reply:
         self.op_counts: dict[str, int] = op_counts or {}
 
 
+#: The largest operator count believed (more is not a count a call could run, and would overflow
+#: the float arithmetic of the checks that use it).
+MAX_OP_COUNT = 2**53
+
+
 def _op_counts(value) -> dict[str, int]:
-    """The worker's operator counts, as data: names to non-negative whole numbers, nothing else."""
+    """The worker's operator counts, as data: names to whole numbers from 0 to MAX_OP_COUNT."""
     if not isinstance(value, dict):
         return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    return {str(k): v for k, v in value.items()
+            if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OP_COUNT}
 
 
 def _device_here(name: str) -> str:

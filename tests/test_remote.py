@@ -343,3 +343,13 @@ def test_without_a_yardstick_the_submission_is_timed_alone(tmp_path, monkeypatch
     timed = yardstick.side_by_side(setup, warmup=1, min_reps=4, max_reps=4, budget_s=0.1)
     assert calls == [1] and timed.reference is None and timed.vs_reference is None and timed.record_fields() == {}
     assert timed.submission.candidate.reps == 4
+
+
+def test_operator_counts_from_a_worker_are_only_bounded_whole_numbers():
+    """A worker's op_counts reach a check as data: anything but names with whole counts from 0
+    to MAX_OP_COUNT is dropped (a bool, a float, a negative, a huge count, a list)."""
+    from harness.remote import MAX_OP_COUNT, _op_counts
+
+    assert _op_counts({"bmm": 3, "mm": 0}) == {"bmm": 3, "mm": 0}
+    assert _op_counts({"a": True, "b": 1.5, "c": -1, "d": 10**400, "e": MAX_OP_COUNT + 1, "f": "7"}) == {}
+    assert _op_counts([("bmm", 3)]) == {} and _op_counts(None) == {}
