@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include "kit_checks.cuh"  // KIT_CHECK and the input checks (harness/csrc; provided)
+#include "head_layout.cuh"  // split_heads, merge_heads (harness/csrc; provided)
 
 #include <cmath>
 #include <string>
@@ -33,22 +34,7 @@
 // The largest head_dim this kernel supports (the shared-memory tiles are sized for it).
 constexpr int MAX_HEAD_DIM = 128;
 
-// [B, S, heads*head_dim] -> contiguous [B*heads, S, padded_dim] (zero-padded columns).
-static torch::Tensor split_heads(const torch::Tensor& x, int64_t num_heads, int64_t padded_dim) {
-  const int64_t B = x.size(0), S = x.size(1), d = x.size(2) / num_heads;
-  torch::Tensor t = x.view({B, S, num_heads, d}).permute({0, 2, 1, 3});
-  if (padded_dim != d) t = torch::constant_pad_nd(t, {0, padded_dim - d}, 0.0);
-  return t.contiguous().view({B * num_heads, S, padded_dim});
-}
-
-// [B*heads, S, padded_dim] -> [B, S, heads*head_dim] (drops the padding).
-static torch::Tensor merge_heads(const torch::Tensor& o, int64_t B, int64_t num_heads,
-                                 int64_t head_dim) {
-  const int64_t S = o.size(1);
-  torch::Tensor t = o.view({B, num_heads, S, o.size(2)});
-  if (o.size(2) != head_dim) t = t.narrow(3, 0, head_dim);
-  return t.permute({0, 2, 1, 3}).contiguous().view({B, S, num_heads * head_dim});
-}
+// split_heads and merge_heads (the head layout the kernels run on) are in head_layout.cuh.
 
 // ============================================================================
 // Your kernel
