@@ -30,7 +30,7 @@ class TestRun:
     proc: ProcResult
     report: dict | None  # pytest-json-report's document, or None if the run died before writing it
     problem: str | None  # why the run as a whole went wrong (crash, hang), if it did
-    #: The bonus tests' own run (see :func:`with_bonus`), if they ran apart.
+    #: The bonus tests' own run, when they ran apart (grader.pipeline.grade_task); ``tests`` holds both.
     bonus: "TestRun | None" = None
 
     @property

@@ -328,7 +328,7 @@ def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
     all_cases = cases_of(run)
     flags: list[str] = []
     # The bonus parts are scored on their own tests; the task's score and status never see them.
-    bonus = [score_bonus(rubric, part, all_cases, references, flags, getattr(run, "bonus_problem", None))
+    bonus = [score_bonus(rubric, part, all_cases, references, flags, run.bonus_problem)
              for part in task_rubric.bonus]
     cases = [c for c in all_cases if c.function not in task_rubric.bonus_tests]
     checks = [score_check(c, cases) for c in task_rubric.checks]

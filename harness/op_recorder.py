@@ -57,10 +57,8 @@ def ops_counted(fn: Callable, *args, **kwargs) -> tuple[object, dict[str, int]]:
 
     if is_remote(fn):
         return fn.call(args, kwargs, record_ops=True, count_ops=True)
-    recorder = _OpRecorder()
-    with recorder:
-        result = fn(*args, **kwargs)
-    return result, dict(Counter(recorder.names))
+    result, names = ops_called(fn, *args, **kwargs)
+    return result, dict(Counter(names))
 
 
 def ops_called(fn: Callable, *args, keep_result: bool = False, outputs: tuple = (),

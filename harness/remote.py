@@ -170,9 +170,8 @@ class Client:
                        if isinstance(p, list) and len(p) == 2 and p[0] in ("args", "kwargs")]
         except (channel.ProtocolError, RecursionError, ValueError) as exc:
             raise self._fail(worker, what, f"the worker broke the protocol ({type(exc).__name__})") from None
-        return _Reply(result, mutated, [str(v) for v in reply.get("violations", [])],
-                      [str(o) for o in reply.get("ops", [])] if "ops" in reply else None,
-                      _op_counts(reply.get("op_counts")))
+        counts = _op_counts(reply.get("op_counts")) if "op_counts" in reply else None
+        return _Reply(result, mutated, [str(v) for v in reply.get("violations", [])], counts)
 
     def _remote(self, handle: dict, worker: WorkerProcess) -> "RemoteObject":
         i = handle.get("__handle__")
@@ -203,9 +202,14 @@ class Client:
 
 
 class _Reply:
-    def __init__(self, result, mutated, violations, ops, op_counts=None):
-        self.result, self.mutated, self.violations, self.ops = result, mutated, violations, ops
-        self.op_counts: dict[str, int] = op_counts or {}
+    def __init__(self, result, mutated, violations, op_counts: dict[str, int] | None):
+        self.result, self.mutated, self.violations = result, mutated, violations
+        #: Each operator the call ran, with how often (None: the call was not recorded).
+        self.op_counts = op_counts
+
+    @property
+    def ops(self) -> list[str]:
+        return sorted(self.op_counts or {})
 
 
 #: The largest operator count believed (more is not a count a call could run, and would overflow
@@ -304,7 +308,7 @@ class RemoteObject:
 
             raise RuleBroken(violation_message(reply.violations, f"{self._type}"))
         if record_ops:  # count_ops: how often each operator ran, instead of their names
-            return reply.result, (reply.op_counts if count_ops else reply.ops or [])
+            return reply.result, (dict(reply.op_counts or {}) if count_ops else reply.ops)
         return reply.result
 
     def __repr__(self) -> str:

@@ -99,8 +99,7 @@ class Worker:
         mutated = [[list(path), a] for path, a in watched]
         extra = dict(violations=rules.take_violations(), mutated=mutated)
         if ops is not None:
-            extra["ops"] = sorted(set(ops))
-            extra["op_counts"] = dict(collections.Counter(ops))  # how often each ran (harness.op_recorder)
+            extra["op_counts"] = dict(collections.Counter(ops))  # each operator, with how often it ran
         return _Outcome(result, extra, keep=bool(req.get("keep")))
 
     def op_release(self, req, tensors):

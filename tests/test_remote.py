@@ -353,3 +353,23 @@ def test_operator_counts_from_a_worker_are_only_bounded_whole_numbers():
     assert _op_counts({"bmm": 3, "mm": 0}) == {"bmm": 3, "mm": 0}
     assert _op_counts({"a": True, "b": 1.5, "c": -1, "d": 10**400, "e": MAX_OP_COUNT + 1, "f": "7"}) == {}
     assert _op_counts([("bmm", 3)]) == {} and _op_counts(None) == {}
+
+
+def test_the_operators_a_worker_call_ran_come_back_named_and_counted(tmp_path):
+    """The operator recorder runs in the worker around the call: the judge gets each operator once
+    by name (what assert_own_kernel checks the CUDA tasks' rule with) and, asked, how often it ran."""
+    from harness.compare import CheckFailed
+    from harness.op_recorder import assert_own_kernel, ops_called, ops_counted
+
+    c = make_client(tmp_path, HELPERS + "\ndef two_products(a):\n    return (a @ a) @ a\n")
+    try:
+        mod = c.import_module("task1.attention")
+        a = torch.randn(4, 4)
+        _, names = ops_called(mod.two_products, a)
+        _, counts = ops_counted(mod.two_products, a)
+        assert "mm" in names and names == sorted(set(names)), names
+        assert counts["mm"] == 2 and set(counts) == set(names), counts
+        with pytest.raises(CheckFailed, match="called PyTorch's mm"):
+            assert_own_kernel(mod.two_products, a)
+    finally:
+        c.close()
