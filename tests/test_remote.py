@@ -232,9 +232,9 @@ RIGHT_UNTIL_TIMED = '''
 import torch
 _calls = [0]
 
-def kernel(x):
+def kernel(x):  # right in its warm-up call only: every timed repetition is wrong, whichever are drawn
     _calls[0] += 1
-    return x * 2 if _calls[0] <= 3 else torch.zeros_like(x)
+    return x * 2 if _calls[0] <= 1 else torch.zeros_like(x)
 
 def honest(x):
     return x * 2
