@@ -17,7 +17,8 @@
 # gpu_grader.sh takes them) runs gpu_grader.sh afterwards as stage 6, on the warm build cache
 # (GRADER_FIRST, the same before stage 2), and
 # ADVERSARIAL=1 runs the hostile CUDA submissions (tests/test_adversarial_cuda.py) before it; NO_SUITE=1
-# leaves out stage 4; BONUS="not perf" (or all) runs task 4's bonus tests for the solutions last.
+# leaves out stage 4; BONUS="not perf" (or all) runs task 4's bonus tests for the solutions last;
+# BENCH_ALL=1 then runs bench/run_all.sh (issue 16's sweep, ncu and plots), before GRADER_PARTS.
 # SUITE_ONLY=1 runs stages 1 and 4 alone: 22 minutes on an H100 (builds 215 s, pytest 1106 s,
 # measured before tests/test_build.py stopped forcing a 168 s rebuild of task 2).
 # Logs go to $LOG (default /tmp/gpu_all), and each `wait` copies them to $OUT when that is set.
@@ -152,6 +153,12 @@ if [ -n "${BONUS:-}" ]; then
   marker=(); [ "$BONUS" = all ] || marker=(-m "$BONUS")
   ATTN_KIT_IMPL=$SOL timeout 600 python3 -m pytest -rfEs task4/test.py -k bonus "${marker[@]}" > "$LOG/pytest-bonus.log" 2>&1
   stamp "   bonus rc=$?: $(tail -n 1 "$LOG/pytest-bonus.log")"
+fi
+if [ "${BENCH_ALL:-0}" = 1 ]; then
+  # bench/run_all.sh (the sweep, ncu, the plots): its logs and bench/results/ land in $LOG/bench.
+  stamp "6d. bash bench/run_all.sh (logs and results in bench/)"
+  LOG=$LOG/bench OUT= bash bench/run_all.sh 2>&1 | sed -u 's/^/   /' >> "$LOG/progress.log"
+  mkdir -p "$LOG/bench/results" && cp -r bench/results/. "$LOG/bench/results/"
 fi
 [ -z "${GRADER_PARTS:-}" ] || run_grader "$GRADER_PARTS"
 stamp "DONE"
