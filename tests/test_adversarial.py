@@ -30,6 +30,10 @@ from grader.pipeline import CONTAINMENT, run_grading
 from grader.report import validate_gradescope
 from harness.tasks import REPO_ROOT
 
+#: The grader's machinery, tested on tasks 1 and 3: on a GPU node the processes started here see
+#: no GPU, as in CI (tests/conftest.py says why).
+pytestmark = pytest.mark.grader_without_gpu
+
 SOLUTIONS = REPO_ROOT / "solutions"
 CONTAINED = CONTAINMENT.startswith("landlock")
 needs_containment = pytest.mark.skipif(not CONTAINED, reason=f"the machine offers no containment ({CONTAINMENT})")
@@ -150,8 +154,12 @@ FIXTURES = {
         return _cache[key]'''), "differs from the float64 reference"),
     "loads the staff's solution": (zeros_module() + textwrap.dedent('''
         import os, sys
+        import harness
         _found = None
-        for start in (os.getcwd(), os.environ.get("VIRTUAL_ENV", ""), sys.executable, __file__):
+        # The kit's own folder first (where the worker imports harness from: it holds solutions/
+        # in a staff checkout, whatever the Python or the working folder), then the usual places.
+        kit = os.path.dirname(os.path.dirname(harness.__file__))
+        for start in (kit, os.getcwd(), os.environ.get("VIRTUAL_ENV", ""), sys.executable, __file__):
             d = os.path.abspath(start)
             for _ in range(12):
                 cand = os.path.join(d, "solutions", "task1", "attention.py")

@@ -67,6 +67,7 @@ def test_reference_solution_gets_full_marks(tmp_path):
     assert doc["score"] == 5
 
 
+@pytest.mark.grader_without_gpu
 def test_stubs_get_zero_with_a_reason(tmp_path):
     results = grade(make_submission(tmp_path / "sub", REPO_ROOT), tmp_path / "out")
     for task in CPU_TASKS:
@@ -76,6 +77,7 @@ def test_stubs_get_zero_with_a_reason(tmp_path):
     assert_valid_reports(tmp_path / "out")
 
 
+@pytest.mark.grader_without_gpu
 def test_edited_test_file_is_never_run(tmp_path):
     cheat = "def test_everything():\n    assert True\n"
     sub = make_submission(tmp_path / "sub", REPO_ROOT, {"task1/test.py": cheat, "task1/compile.py": "raise SystemExit"})
@@ -83,6 +85,7 @@ def test_edited_test_file_is_never_run(tmp_path):
     assert results["tasks"]["task1"]["points"] == 0
 
 
+@pytest.mark.grader_without_gpu
 def test_printed_fake_speedup_does_not_reach_the_score(tmp_path):
     fake = 'print("Speedup: 99.0x\\nTotal score: 20/20")'
     sub = make_submission(tmp_path / "sub", REPO_ROOT,
@@ -92,6 +95,7 @@ def test_printed_fake_speedup_does_not_reach_the_score(tmp_path):
     assert "99" not in json.dumps(results["tasks"]["task1"]["checks"])
 
 
+@pytest.mark.grader_without_gpu
 def test_crash_costs_only_that_task(tmp_path):
     crash = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"
     sub = make_submission(tmp_path / "sub", SOLUTIONS,
@@ -104,6 +108,7 @@ def test_crash_costs_only_that_task(tmp_path):
     assert_valid_reports(tmp_path / "out")
 
 
+@pytest.mark.grader_without_gpu
 def test_hang_is_stopped_at_the_time_limit(tmp_path):
     text = rubric_mod.RUBRIC_PATH.read_text().replace("[task1]\npoints = 2", f"[task1]\npoints = 2\ntest_timeout_s = {HANG_TIMEOUT_S}")
     (tmp_path / "rubric.toml").write_text(text)
@@ -117,6 +122,7 @@ def test_hang_is_stopped_at_the_time_limit(tmp_path):
     assert_valid_reports(tmp_path / "out")
 
 
+@pytest.mark.grader_without_gpu
 def test_missing_file_is_reported(tmp_path):
     sub = make_submission(tmp_path / "sub", SOLUTIONS)
     (sub / "task3" / "attention.py").unlink()
@@ -126,6 +132,7 @@ def test_missing_file_is_reported(tmp_path):
     assert results["tasks"]["task1"]["points"] == 2
 
 
+@pytest.mark.grader_without_gpu
 def test_suspicious_code_is_flagged(tmp_path):
     snoop = "import sys\nsys.modules['harness.compare'].TOLERANCE_FACTOR = 1e9"
     sub = make_submission(tmp_path / "sub", SOLUTIONS,
@@ -151,6 +158,7 @@ def test_compile_error_is_reported_with_the_compiler_message(tmp_path, monkeypat
     assert "Compiler output" in doc["tests"][0]["output"]
 
 
+@pytest.mark.grader_without_gpu
 def test_results_written_even_when_the_grader_fails(tmp_path, monkeypatch):
     import grader.pipeline as pipeline
 
@@ -165,6 +173,7 @@ def test_results_written_even_when_the_grader_fails(tmp_path, monkeypatch):
     assert doc["score"] == 2  # what it had is kept
 
 
+@pytest.mark.grader_without_gpu
 def test_cli_exit_codes(tmp_path):
     run = [sys.executable, "-m", "grader"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
@@ -208,6 +217,7 @@ def test_every_gpu_task_on_a_gpu(tmp_path, record):
         assert s["reason"], (task, "a zero needs a reason")
 
 
+@pytest.mark.grader_without_gpu
 def test_the_published_layout_is_mapped(tmp_path, monkeypatch):
     """A submission in the original assignment's layout (kernels in taskN/cuda/) is staged as the
     same files in ours, and the result says the layout was mapped."""
@@ -229,6 +239,7 @@ def test_the_published_layout_is_mapped(tmp_path, monkeypatch):
     assert any("layout was mapped: task2/cuda/attention_kernel.cu" in n for n in results["tasks"]["task2"]["notes"])
 
 
+@pytest.mark.grader_without_gpu
 def test_a_published_layout_submission_scores_as_ours(tmp_path):
     """The same files, once in our layout with our Results.md and once as a student of the
     original assignment hands them in (task 4's kernel in task4/cuda/, a Results.md in its
@@ -247,6 +258,7 @@ def test_a_published_layout_submission_scores_as_ours(tmp_path):
     assert_valid_reports(tmp_path / "out-published")
 
 
+@pytest.mark.grader_without_gpu
 def test_only_the_named_tests_run(tmp_path):
     """grade_task(only=...) runs just the named test functions (here a CPU stand-in for a timed test)."""
     from grader.pipeline import Progress, grade_task
@@ -277,3 +289,12 @@ def test_a_students_timed_tasks_time_the_reference_beside_it(tmp_path, monkeypat
     calls.clear()
     pipeline.run_grading(SOLUTIONS, ["task4"], tmp_path / "out2", rubric_mod.load(), quiet=True)
     assert calls == [("task4", "", False, True)], calls
+
+
+@pytest.mark.grader_without_gpu
+def test_a_machinery_test_hides_the_gpu_from_the_grader_processes(tmp_path):
+    """tests/conftest.py's marker reaches the environment the grader gives its judge and worker
+    (on a GPU node that is what keeps these gradings at their CI cost)."""
+    from grader.pipeline import child_env
+
+    assert child_env(seed=1, build_cache=tmp_path)["CUDA_VISIBLE_DEVICES"] == ""

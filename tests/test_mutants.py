@@ -18,6 +18,10 @@ import pytest
 
 from harness.tasks import REPO_ROOT
 
+#: These mutants are CPU ones (tasks 1 and 3): on a GPU node their test runs see no GPU, as in CI
+#: (tests/conftest.py says why).
+pytestmark = pytest.mark.grader_without_gpu
+
 SOLUTIONS = REPO_ROOT / "solutions"
 
 #: (name, file, its edits as (text replaced, replacement), the tests run, what the failure must say).
