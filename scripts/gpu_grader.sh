@@ -12,7 +12,9 @@
 #   6. ("published") a copy of the reference's task-4 kernel in the original assignment's layout
 #      (task4/cuda/attention_kernel.cu) with a Results.md in its style, graded as a student's;
 #   7. ("beside") a copy of the reference solutions graded as a student's with the reference timed
-#      beside it (vs_reference 1.00 expected), then a copy whose task-4 kernel launches twice.
+#      beside it (vs_reference 1.00 expected), then a copy whose task-4 kernel launches twice;
+#   8. ("repeat") that copy graded REPEATS (5) times, tasks REPEAT_TASKS (all seven), and
+#      scripts/grading_repeats.py's verdict: the same points, each ratio within 3 % of the median.
 # Needs the wheels of pytest-json-report, pytest-metadata and landlockpy in .whl/ where pip has no network.
 set -u
 cd "$(dirname "$0")/.."
@@ -30,7 +32,7 @@ copy_out() {
   # of everything else (logs, reports, raw.json, every build and test log of every task).
   [ -n "${OUT:-}" ] || return 0
   cp "$LOG/progress.log" "$OUT/" 2>/dev/null
-  tar -czf "$OUT/gpu_grader.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' . 2>/dev/null
+  tar -czf "$OUT/gpu_grader.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' --exclude='repeat-copy' . 2>/dev/null
   true
 }
 trap copy_out EXIT
@@ -124,6 +126,24 @@ for name, t in doc["tasks"].items():
 PY
   [ "${BESIDE_SLOW:-1}" = 1 ] || break
 done
+copy_out
+fi
+if [[ " $PARTS " == *" repeat "* ]]; then
+# Issue 15's repeatability: one copy of the reference solutions (outside solutions/, so graded as a
+# student's, with the reference timed beside it) graded REPEATS times in a row on the warm build
+# cache; scripts/grading_repeats.py then says whether the points repeat and how far each speedup
+# ratio strays from the median (+-3 % asked), with each run's wall time and the reference's GPU time.
+REP=$LOG/repeat-copy
+rm -rf "$REP" && cp -r "$SOL" "$REP"
+outs=()
+for i in $(seq 1 "${REPEATS:=5}"); do
+  stamp "8. grader run $i/$REPEATS, the copy of the reference as a student's, tasks ${REPEAT_TASKS:=1,2,3,4,5,6,7}"
+  timeout ${REPEAT_TIMEOUT:-900} python3 -m grader run --submission "$REP" --tasks "$REPEAT_TASKS" --out "$LOG/repeat-$i" \
+    > "$LOG/grade-repeat-$i.log" 2>&1
+  stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-repeat-$i.log")"
+  outs+=("$LOG/repeat-$i")
+done
+python3 scripts/grading_repeats.py "${outs[@]}" 2>&1 | while read -r line; do stamp "   $line"; done
 copy_out
 fi
 [ -z "$stubs_pid" ] || wait "$stubs_pid"
