@@ -24,6 +24,9 @@ Performance (``perf``; hidden 4096, 32 heads, so head_dim 128):
 * ``test_core_speed``: the attention core alone, your kernel against PyTorch's
   ``scaled_dot_product_attention`` in float32 on the same q, k, v (the fair,
   like-for-like comparison, and the one the grader scores), with TFLOP/s.
+* ``test_causal_skips_key_tiles``: with the causal mask the key tiles after each query tile
+  must be skipped, so the causal call (B=4, S=4096) must be at least 1.4x faster than the
+  non-causal one (skipping makes it about 2x; computing and masking, about 1x).
 
 Bonus (``-k bonus``; task4/attention_kernel_tc.cu, optional: without it task 4 keeps its
 score and only the bonus points are 0): the same interface on the tensor cores, in bf16
@@ -45,7 +48,7 @@ from harness.shared_checks import (
     check_timed_samples, core_id, mha_forward, module_test, nn_multihead_attention,
     run_input_checks, sdpa_core,
 )
-from harness.compare import strict_float32
+from harness.compare import CheckFailed, strict_float32
 from harness.device import requires_cuda
 from harness.impl import MissingSubmissionFile, load_module
 from harness.inputs import mha_weights, randn
@@ -249,6 +252,39 @@ def test_core_speed(cfg, record):
             f"ratio {cmp.speedup:.2f}x{beside}"
         ),
     )
+
+
+#: The causal-skip check's problem: long enough that the key tiles after each query tile are
+#: most of the work (B=4, S=4096, 32 heads of 128; bench/results: 28 ms without the mask on an H200).
+SKIP_CHECK_BATCH, SKIP_CHECK_SEQ = 4, 4096
+#: Skipping those tiles halves the work: the reference's causal call ran in 0.53 of its non-causal
+#: time at that shape (H200, bench/results/sweep-nvidia-h200.json, 2026-12-02). A kernel that
+#: computes every tile and masks it takes about as long with the mask as without. The check asks
+#: the causal call to be at least this much faster, between the two.
+MIN_CAUSAL_SPEEDUP = 1.4
+
+
+@pytest.mark.perf
+def test_causal_skips_key_tiles(record):
+    """With the causal mask, key tiles entirely after the query tile's last row must be skipped,
+    not computed and masked (README, Task 4). A CUDA kernel's work cannot be counted from Python,
+    so this times it: the causal call against the non-causal one, interleaved, on the same q, k, v."""
+    b, s = SKIP_CHECK_BATCH, SKIP_CHECK_SEQ
+    torch.cuda.empty_cache()
+    sets = [tuple(worker_randn(b, s, HIDDEN, tag=f"task4/skip/{n}{i}", device=DEVICE) for n in "qkv")
+            for i in range(2)]
+    kernel = _ext().custom_flash_attention
+    with torch.no_grad(), strict_float32():
+        cmp = compare_speed(bound(kernel, HEADS, True), bound(kernel, HEADS, False), sets,
+                            warmup=2, min_reps=10, max_reps=40, budget_s=1.0)
+    record("causal_skip", **cmp.as_dict(), min_speedup=MIN_CAUSAL_SPEEDUP)
+    if cmp.speedup < MIN_CAUSAL_SPEEDUP:
+        raise CheckFailed(
+            f"with causal=True, custom_flash_attention took {cmp.candidate.median_ms:.3f} ms against "
+            f"{cmp.baseline.median_ms:.3f} ms without the mask (B={b}, S={s}): {cmp.speedup:.2f}x faster, "
+            f"where skipping the key tiles that lie entirely after the query tile's last row makes it "
+            f"about 2x (at least {MIN_CAUSAL_SPEEDUP:g}x asked). This usually means the key-tile loop "
+            f"runs to the end of the sequence and masks, instead of stopping after the diagonal tile.")
 
 
 # ---------------------------------------------------------------- bonus: tensor cores
