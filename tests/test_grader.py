@@ -46,6 +46,12 @@ def inject(base: Path, rel: str, marker: str, code: str) -> str:
     return "".join(lines[:i] + [indent + c + "\n" for c in code.splitlines()] + lines[i:])
 
 
+def planted_task1(tmp_path: Path, base: Path, marker: str, code: str) -> Path:
+    """A submission of ``base``'s files whose task1/attention.py has ``code`` planted before ``marker``."""
+    rel = "task1/attention.py"
+    return make_submission(tmp_path / "sub", base, {rel: inject(base, rel, marker, code)})
+
+
 def grade(submission: Path, out: Path, tasks=CPU_TASKS, rubric=None) -> dict:
     return run_grading(submission, tasks, out, rubric or rubric_mod.load(), quiet=True, use_reference=False)
 
@@ -88,8 +94,7 @@ def test_edited_test_file_is_never_run(tmp_path):
 @pytest.mark.grader_without_gpu
 def test_printed_fake_speedup_does_not_reach_the_score(tmp_path):
     fake = 'print("Speedup: 99.0x\\nTotal score: 20/20")'
-    sub = make_submission(tmp_path / "sub", REPO_ROOT,
-                          {"task1/attention.py": inject(REPO_ROOT, "task1/attention.py", "raise NotImplementedError", fake)})
+    sub = planted_task1(tmp_path, REPO_ROOT, "raise NotImplementedError", fake)
     results = grade(sub, tmp_path / "out", tasks=["task1"])
     assert results["tasks"]["task1"]["points"] == 0
     assert "99" not in json.dumps(results["tasks"]["task1"]["checks"])
@@ -98,8 +103,7 @@ def test_printed_fake_speedup_does_not_reach_the_score(tmp_path):
 @pytest.mark.grader_without_gpu
 def test_crash_costs_only_that_task(tmp_path):
     crash = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"
-    sub = make_submission(tmp_path / "sub", SOLUTIONS,
-                          {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "check_hidden_states(x", crash)})
+    sub = planted_task1(tmp_path, SOLUTIONS, "check_hidden_states(x", crash)
     results = grade(sub, tmp_path / "out")
     r1, r3 = results["tasks"]["task1"], results["tasks"]["task3"]
     # The judge survives its worker: every check it lost fails, naming the signal.
@@ -113,8 +117,7 @@ def test_hang_is_stopped_at_the_time_limit(tmp_path):
     text = rubric_mod.RUBRIC_PATH.read_text().replace("[task1]\npoints = 2", f"[task1]\npoints = 2\ntest_timeout_s = {HANG_TIMEOUT_S}")
     (tmp_path / "rubric.toml").write_text(text)
     hang = "import time\nwhile True:\n    time.sleep(1)"
-    sub = make_submission(tmp_path / "sub", SOLUTIONS,
-                          {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "check_hidden_states(x", hang)})
+    sub = planted_task1(tmp_path, SOLUTIONS, "check_hidden_states(x", hang)
     results = grade(sub, tmp_path / "out", tasks=["task1"], rubric=rubric_mod.load(tmp_path / "rubric.toml"))
     r = results["tasks"]["task1"]
     assert r["points"] == 0 and "longer than" in r["reason"], r
@@ -135,8 +138,7 @@ def test_missing_file_is_reported(tmp_path):
 @pytest.mark.grader_without_gpu
 def test_suspicious_code_is_flagged(tmp_path):
     snoop = "import sys\nsys.modules['harness.compare'].TOLERANCE_FACTOR = 1e9"
-    sub = make_submission(tmp_path / "sub", SOLUTIONS,
-                          {"task1/attention.py": inject(SOLUTIONS, "task1/attention.py", "class CustomSelfAttention", snoop)})
+    sub = planted_task1(tmp_path, SOLUTIONS, "class CustomSelfAttention", snoop)
     results = grade(sub, tmp_path / "out", tasks=["task1"])
     assert any("flagged for review" in f for f in results["tasks"]["task1"]["flags"])
 
