@@ -355,15 +355,22 @@ def compare_speed(
                 sampled_sets.append((cand.i - 1) % len(cand.input_sets))
                 samples.append(_sample_of(out))
             del out  # a large output is freed before the next repetition
+    return _comparison(cand, base, len(input_sets), len(baseline_input_sets or input_sets), sampled_sets, samples)
+
+
+def _comparison(cand: "_Runner", base: "_Runner", cand_sets: int, base_sets: int, sampled: list,
+                samples: list) -> Comparison:
+    """The Comparison of two runners that took turns (compare_speed, compare_steps): each side's
+    statistics, and the speedup as the median (and quartiles) of the per-repetition ratios."""
     c, b = cand.collect(), base.collect()
     ratios = [bi / ci for bi, ci in zip(b, c) if ci > 0]
     return Comparison(
-        candidate=_stats(c, cand.clock, cand.flusher is not None, len(input_sets)),
-        baseline=_stats(b, base.clock, base.flusher is not None, len(baseline_input_sets or input_sets)),
+        candidate=_stats(c, cand.clock, cand.flusher is not None, cand_sets),
+        baseline=_stats(b, base.clock, base.flusher is not None, base_sets),
         speedup=statistics.median(ratios),
         speedup_p25=_quantile(ratios, 0.25),
         speedup_p75=_quantile(ratios, 0.75),
-        sampled_sets=sampled_sets,
+        sampled_sets=sampled,
         samples=samples,
         ratios=ratios,
     )
@@ -553,18 +560,7 @@ def compare_steps(
     base = _Runner(baseline, baseline_steps[:1], device, flush_l2)
     base.flusher = cand.flusher or base.flusher
     sampled_steps, samples = _time_steps([cand, base], [steps, baseline_steps], warmup, keep_outputs)
-    c, b = cand.collect(), base.collect()
-    ratios = [bi / ci for bi, ci in zip(b, c) if ci > 0]
-    return Comparison(
-        candidate=_stats(c, cand.clock, cand.flusher is not None, len(steps)),
-        baseline=_stats(b, base.clock, base.flusher is not None, len(baseline_steps)),
-        speedup=statistics.median(ratios),
-        speedup_p25=_quantile(ratios, 0.25),
-        speedup_p75=_quantile(ratios, 0.75),
-        sampled_sets=sampled_steps,
-        samples=samples,
-        ratios=ratios,
-    )
+    return _comparison(cand, base, len(steps), len(baseline_steps), sampled_steps, samples)
 
 
 #: Size of the copy that measures memory bandwidth: far larger than any L2.
