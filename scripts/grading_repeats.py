@@ -10,7 +10,8 @@ the points were identical and how far each speedup ratio strays from the median 
 run (from the task reports' measurements: what grading a student costs on the reference's
 side). Exit status 0 when the points repeat and every ratio is within the tolerance, else 1.
 
-It reads only the grader's own files (raw.json and the pytest JSON reports it wrote).
+It reads only the grader's own files (raw.json, read as `grader collect` reads it, and the
+pytest JSON reports it wrote). Run it from the repository root (or with the kit installed).
 """
 from __future__ import annotations
 
@@ -20,13 +21,18 @@ import statistics
 import sys
 from pathlib import Path
 
+from grader.class_results import DONE, read_result
+
 #: The issue's bound: each speedup ratio within 3 % of the median of the runs.
 DEFAULT_TOLERANCE = 0.03
 
 
 def load_run(out: Path) -> dict:
     """One run's figures: points per task, seconds per task, speedups, the reference's timed ms."""
-    raw = json.loads((out / "raw.json").read_text())
+    result = read_result(out)  # the class tools' reader: a missing or broken folder says why
+    if result.state != DONE:
+        raise SystemExit(f"{out}: {result.state}: {result.detail}")
+    raw = result.raw
     run = dict(out=str(out), seconds=raw.get("execution_time"), points={}, task_seconds={}, speedups={},
                reference_ms=0.0)
     for name, task in raw["tasks"].items():

@@ -3,6 +3,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.tasks import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("grading_repeats", REPO_ROOT / "scripts" / "grading_repeats.py")
@@ -17,6 +19,7 @@ def fake_run(root: Path, points: float, ratio: float, ref_ms: float) -> Path:
         task4=dict(points=points, stage_seconds=dict(build=1.0, tests=60.0),
                    speedups=[dict(name="core", value=0.8 * ratio, vs_reference=ratio)])))
     (root / "raw.json").write_text(json.dumps(raw))
+    (root / "results.json").write_text("{}")  # a finished grading writes both
     timing = dict(total_ms=ref_ms / 2)
     report = dict(tests=[dict(metadata=dict(measurements=dict(core_speedup=[
         dict(vs_reference=ratio, reference=dict(candidate=timing, baseline=timing)), dict(speedup=1.0)])))])
@@ -40,3 +43,9 @@ def test_a_stray_ratio_or_other_points_fail_with_what_differs(tmp_path):
     assert any(line.startswith("points: NOT identical") for line in lines), lines
     assert any("OUTSIDE +-3 %" in line for line in lines), lines
     assert repeats.main([str(tmp_path / "0"), str(tmp_path / "2")]) == 1
+
+
+def test_an_unfinished_grading_is_named(tmp_path):
+    (tmp_path / "cut").mkdir()
+    with pytest.raises(SystemExit, match="cut: .*no results.json"):
+        repeats.load_run(tmp_path / "cut")
