@@ -37,7 +37,7 @@ SUMMARY_MD = "summary.md"
 SUMMARY_JSON = "summary.json"
 PLOTS = ("scores.png", "speedups.png", "time.png")
 BUCKETS = ("0", "<25%", "25-50%", "50-75%", "75-<100%", "full")
-STAGES = ("stage", "build", "tests", "score")
+STAGES = ("stage", "build", "tests", "timed tests", "bonus tests", "score")
 
 
 def _num(x) -> float | None:
@@ -387,7 +387,7 @@ def write_plots(results_dir: Path, s: dict, tasks: list[str], gradebook: list[di
         fig, ax = plt.subplots(figsize=(6.5, 1.6 + 0.4 * len(per_task)))
         names = list(per_task)
         left = [0.0] * len(names)
-        for stage, color in zip(STAGES, ("#8172B2", "#C44E52", "#4C72B0", "#CCB974")):
+        for stage, color in zip(STAGES, ("#8172B2", "#C44E52", "#4C72B0", "#55A868", "#DD8452", "#CCB974")):
             widths = [per_task[t].get(stage, {}).get("mean", 0.0) for t in names]
             if any(w > 0 for w in widths):
                 ax.barh(names, widths, left=left, color=color, label=stage)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.containment import remove_worker_cgroups, sweep_stale_cgroups
-from harness.proctree import kill_tree, reap_orphans
+from harness.proctree import kill_tree, reap_orphans, release_owned, start_owned
 
 #: How much of a child's output the reports keep (the log file keeps all of it).
 OUTPUT_TAIL_CHARS = 20_000
@@ -66,10 +66,11 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout_s: fl
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
+        # Owned: another task's stage, ending in another thread, leaves this process alone.
+        proc = start_owned(lambda: subprocess.Popen(
             cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        ))
         timed_out = False
         try:
             proc.wait(timeout_s)
@@ -80,6 +81,7 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout_s: fl
             if proc.poll() is None:
                 _kill_group(proc)
             _end_tree(proc)
+            release_owned(proc.pid)
     text = log_path.read_bytes().decode(errors="replace")
     return ProcResult(
         returncode=None if timed_out else proc.returncode,

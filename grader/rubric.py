@@ -103,6 +103,8 @@ class Rubric:
     pay_implausible_before_review: bool = False
     #: Whether a task with a source-scan flag (grader/source_scan.py) earns its points before review.
     pay_flagged_before_review: bool = True
+    #: Whether every task's build and correctness tests run at once (the timed tests always run alone).
+    overlap_stages: bool = True
 
     @property
     def total(self) -> float:
@@ -242,4 +244,5 @@ def load(path: Path = RUBRIC_PATH) -> Rubric:
         worker_memory_gb=float(grading.get("worker_memory_gb", 0.0)),
         pay_implausible_before_review=bool(grading.get("pay_implausible_before_review", False)),
         pay_flagged_before_review=bool(grading.get("pay_flagged_before_review", True)),
+        overlap_stages=bool(grading.get("overlap_stages", True)),
     )

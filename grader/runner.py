@@ -43,15 +43,43 @@ class TestRun:
         return self.bonus.problem if self.bonus else None
 
 
+def joined(runs: list["TestRun"], names: list[str]) -> "TestRun":
+    """One TestRun of tests that ran in parts, one process each (the correctness tests, then the
+    timed tests alone: grader.pipeline): their tests together, the first part's worker report, and
+    each part's problem named by its part (``names``), so a hang in one part says which."""
+    if len(runs) == 1:
+        return runs[0]
+    reports = [r.report for r in runs if r.report is not None]
+    report = None
+    if reports:
+        report = {**reports[0], "tests": [t for rep in reports for t in rep.get("tests", [])]}
+    problems = [f"{name}: {r.problem}" for name, r in zip(names, runs) if r.problem]
+    failed = [r.proc.returncode for r in runs if r.proc.returncode not in (0, None)]
+    proc = ProcResult(
+        returncode=failed[0] if failed else runs[-1].proc.returncode,
+        timed_out=any(r.proc.timed_out for r in runs),
+        seconds=round(sum(r.proc.seconds for r in runs), 2),
+        output_tail="\n".join(f"--- {name}\n{r.proc.output_tail}" for name, r in zip(names, runs)),
+        log_path="; ".join(r.proc.log_path for r in runs),
+    )
+    return TestRun(proc, report, "; ".join(problems) or None)
+
+
 #: The flag on every score of a task whose tests are not yet split into judge and worker.
 ONE_PROCESS_FLAG = ("{task} ran its tests in one contained process (the judge/worker split does not cover "
                     "this task yet): its own code could have forged its report; review before releasing the score")
 
 
+#: pytest's exit code when no test was selected (a marker part of a task that has none of that kind).
+NOTHING_SELECTED = 5
+
+
 def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path,
-              only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), part: str = "") -> TestRun:
-    """The task's tests (``only``: just these test functions; ``exclude``: all but these) in the
-    judge, the code in its worker; ``part`` names this run's report and log (``task4-bonus-...``)."""
+              only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), part: str = "",
+              marker: str = "") -> TestRun:
+    """The task's tests (``only``: just these test functions; ``exclude``: all but these;
+    ``marker``: a pytest ``-m`` expression, such as ``perf``) in the judge, the code in its worker;
+    ``part`` names this run's report and log (``task4-bonus-...``)."""
     one_process = stage.worker is not None and not TASKS[stage.task].judged
     label = f"{stage.task}-{part}" if part else stage.task
     report_path = (stage.worker if one_process else logs) / f"{label}-pytest.json"
@@ -69,6 +97,8 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
         cmd += ["-k", " or ".join(only)]
     for test in exclude:  # by node id prefix: every parametrization of that function
         cmd += [f"--deselect={module}::{test}" for module in TASKS[stage.task].tests]
+    if marker:
+        cmd += ["-m", marker]
     if one_process:  # contained like a worker, but it also writes its own report, into its scratch
         from .builder import worker_env
 
@@ -81,6 +111,10 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
         report = json.loads(read_submission_file(report_path.parent, report_path.name, MAX_REPORT_BYTES))
     except (OSError, Unreadable, ValueError):
         report = None
+    # A marker part with no test of its kind (pytest exits 5): an empty part, not a failure.
+    empty_part = bool(marker) and proc.returncode == NOTHING_SELECTED and not proc.timed_out
+    if empty_part and report is None:
+        report = {"tests": []}
     problem = None
     if proc.timed_out:
         problem = f"the tests ran longer than {timeout_s:.0f} s (a hang?) and were stopped"
@@ -88,6 +122,6 @@ def run_tests(stage: Stage, *, env: dict[str, str], timeout_s: float, logs: Path
         problem = f"the test process died of {proc.died_of_signal} (a crash in the submission's code?)"
     elif report is None:
         problem = f"the test process ended (exit code {proc.returncode}) without a report: it crashed"
-    elif proc.returncode not in (0, 1):
+    elif proc.returncode not in (0, 1) and not empty_part:
         problem = f"pytest exited with code {proc.returncode} (a collection or internal error)"
     return TestRun(proc, report, problem)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .proctree import start_owned
+
 ROLE_ENV = "ATTN_KIT_ROLE"
 JUDGE = "judge"
 #: The worker's scratch folder (the only one it may write); its ``submission/`` holds the files.
@@ -84,14 +86,15 @@ class WorkerProcess:
         scratch.mkdir(parents=True, exist_ok=True)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
+        # Owned (harness.proctree): stopping the judge's other worker (the yardstick's) spares this one.
+        self.proc = start_owned(lambda: subprocess.Popen(
             [sys.executable, "-m", "harness.worker", str(req_r), str(rep_w)],
             # Its working folder is the kit, which it cannot write: ``python -m`` puts the working
             # folder first on sys.path, and the next worker must not import what this one wrote.
             cwd=kit or Path(env["PYTHONPATH"].split(os.pathsep)[0]), env=env, pass_fds=(req_r, rep_w),
             stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        ))
         os.close(req_r)
         os.close(rep_w)
         self.req_w, self.rep_r = req_w, rep_r
@@ -109,7 +112,7 @@ class WorkerProcess:
             return
         self.stopped = True
         from .containment import kill_worker_cgroups, memory_limit_hit, remove_worker_cgroups
-        from .proctree import kill_tree, reap_orphans
+        from .proctree import kill_tree, reap_orphans, release_owned
 
         kill_worker_cgroups(self.proc.pid)  # fast and complete where the worker has cgroups
         if self.proc.poll() is None:  # once reaped, the pid may be someone else's
@@ -120,6 +123,7 @@ class WorkerProcess:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        release_owned(self.proc.pid)
         remove_worker_cgroups(self.proc.pid)
         for fd in (self.req_w, self.rep_r):
             try:

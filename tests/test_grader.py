@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -270,27 +271,106 @@ def test_only_the_named_tests_run(tmp_path):
     assert set(result["tests"]["duration_by_test"]) == {"test_large_scores"}, result["tests"]
 
 
-def test_a_students_timed_tasks_time_the_reference_beside_it(tmp_path, monkeypatch):
-    """run_grading never grades the reference solution separately: each task with a scored speedup
-    is graded once, with the yardstick (the reference timed beside it in its own worker, see
-    harness.yardstick); tasks without one, and the reference graded as itself, get none."""
+class _FakeGrading:
+    """A stand-in for pipeline.TaskGrading that sleeps through its stages and logs when each ran."""
+
+    events: list = []  # (task, stage, start, end)
+    made: list = []  # (task, label, yardstick, self_reference)
+
+    def __init__(self, task, submission, out, rubric, seed, progress, label="", self_reference=False, only=(),
+                 yardstick=False):
+        from harness.tasks import TASKS
+
+        self.task, self.yardstick, self.builds = task, yardstick, bool(TASKS[task].extensions)
+        self.made.append((task, label, yardstick, self_reference))
+        self.result = dict(task=task, points=0.0, max_points=rubric.tasks[task].points, status="skipped",
+                           reason="", flags=[], checks=[], speedups=[])
+
+    def _stage(self, name, seconds):
+        start = time.perf_counter()
+        time.sleep(seconds)
+        self.events.append((self.task, name, start, time.perf_counter()))
+
+    def prepare(self):
+        self._stage("prepare", 0.4 if self.builds else 0.0)
+
+    def check(self):
+        self._stage("check", 0.1)
+
+    def time(self):
+        self._stage("time", 0.05)
+
+    def finish(self, references=None):
+        self._stage("finish", 0.0)
+        return self.result
+
+
+@pytest.fixture
+def fake_gradings(monkeypatch):
+    """pipeline.run_grading with _FakeGrading for every task and a reference build that logs itself."""
     from grader import pipeline
 
-    calls = []
+    _FakeGrading.events, _FakeGrading.made = [], []
+    references = []
 
-    def fake_grade_task(task, submission, out, rubric, seed, progress, references=None, label="", **kw):
-        calls.append((task, label, kw.get("yardstick"), kw.get("self_reference")))
-        return dict(task=task, points=0.0, max_points=rubric.tasks[task].points, status="skipped", reason="",
-                    flags=[], checks=[], speedups=[])
+    def fake_build_reference(tasks, out, seed, rubric, progress):
+        start = time.perf_counter()
+        time.sleep(0.3)
+        references.append(list(tasks))
+        _FakeGrading.events.append(("reference", "prepare", start, time.perf_counter()))
+        return dict(ok=True)
 
-    monkeypatch.setattr(pipeline, "grade_task", fake_grade_task)
+    monkeypatch.setattr(pipeline, "TaskGrading", _FakeGrading)
+    monkeypatch.setattr(pipeline, "build_reference", fake_build_reference)
+    return pipeline, _FakeGrading, references
+
+
+def test_a_students_timed_tasks_time_the_reference_beside_it(tmp_path, fake_gradings):
+    """run_grading never grades the reference solution separately: each task with a scored speedup
+    is graded once, with the yardstick (the reference timed beside it in its own worker, see
+    harness.yardstick), whose builds are made once for the run; tasks without one, and the
+    reference graded as itself, get none."""
+    pipeline, fake, references = fake_gradings
     sub = tmp_path / "sub"
     sub.mkdir()
     pipeline.run_grading(sub, ["task1", "task4", "task5"], tmp_path / "out", rubric_mod.load(), quiet=True)
-    assert calls == [("task1", "", False, False), ("task4", "", True, False), ("task5", "", True, False)], calls
-    calls.clear()
+    assert fake.made == [("task1", "", False, False), ("task4", "", True, False), ("task5", "", True, False)]
+    assert references == [["task4", "task5"]]
+    fake.made.clear()
+    references.clear()
     pipeline.run_grading(SOLUTIONS, ["task4"], tmp_path / "out2", rubric_mod.load(), quiet=True)
-    assert calls == [("task4", "", False, True)], calls
+    assert fake.made == [("task4", "", False, True)]
+    assert references == []
+
+
+def test_builds_and_checks_overlap_and_timed_tests_run_alone_in_task_order(tmp_path, fake_gradings):
+    """rubric overlap_stages: every build (the reference's too) starts at once and each task's
+    correctness tests follow its build; no timed test starts before all of them have ended, and the
+    timed tests run one at a time, in task order. With overlap_stages = false: one task after another."""
+    import dataclasses
+
+    pipeline, fake, _ = fake_gradings
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    tasks = ["task1", "task2", "task4", "task5"]
+    results = pipeline.run_grading(sub, tasks, tmp_path / "out", rubric_mod.load(), quiet=True)
+    assert list(results["tasks"]) == tasks
+    events = fake.events
+    early = [e for e in events if e[1] in ("prepare", "check")]
+    timed = [e for e in events if e[1] == "time"]
+    builds = [e for e in early if e[1] == "prepare" and e[0] in ("task2", "task4", "task5", "reference")]
+    assert max(e[2] for e in builds) < min(e[3] for e in builds), "the builds did not run at once"
+    assert min(e[2] for e in timed) >= max(e[3] for e in early), "a timed test started beside a build or check"
+    assert [e[0] for e in timed] == tasks, "the timed tests ran out of task order"
+    for a, b in zip(timed, timed[1:]):
+        assert b[2] >= a[3], f"{a[0]}'s and {b[0]}'s timed tests overlapped"
+    fake.events.clear()
+    serial = dataclasses.replace(rubric_mod.load(), overlap_stages=False)
+    pipeline.run_grading(sub, tasks, tmp_path / "out2", serial, quiet=True)
+    stages = [(e[0], e[1]) for e in fake.events if e[0] != "reference"]
+    assert stages == [(t, s) for t in tasks for s in ("prepare", "check", "time", "finish")], stages
+    for a, b in zip(fake.events, fake.events[1:]):
+        assert b[2] >= a[3], f"{a[:2]} and {b[:2]} overlapped with overlap_stages = false"
 
 
 @pytest.mark.grader_without_gpu
