@@ -135,6 +135,7 @@ class TaskGrading:
         # The test runs, by part: (task or bonus, correctness or timed) -> TestRun.
         self.runs: dict[tuple[str, str], TestRun] = {}
         self.done = False
+        self.finished = False
         self.timed = has_timed_tests(task)
 
     # ------------------------------------------------------------ the stages
@@ -151,8 +152,10 @@ class TaskGrading:
         self._guarded(self._time)
 
     def finish(self, references: dict[str, float] | None = None) -> dict:
-        """Score what ran; the result, whatever happened before."""
-        self._guarded(lambda: self._finish(references))
+        """Score what ran (once); the result, whatever happened before."""
+        if not self.finished:
+            self.finished = True
+            self._guarded(lambda: self._finish(references))
         return self.result
 
     # ------------------------------------------------------------ how
@@ -216,9 +219,6 @@ class TaskGrading:
     def _time(self) -> None:
         if not self.timed:
             return
-        if any(run.proc.timed_out for run in self.runs.values()):  # it hung: its timed tests would too
-            self.result["flags"].append(f"{self.task}'s timed tests were not run: its correctness tests hung")
-            return
         if self.yardstick:  # the kit's reference solution, timed beside it in a worker of its own
             self.env[YARDSTICK_IMPL_ENV] = str(SOLUTIONS)
             self.env[YARDSTICK_DIR_ENV] = str(self.stage.worker.parent / "yardstick")
@@ -230,22 +230,31 @@ class TaskGrading:
         tr = self.tr
         apart = tuple(sorted(tr.bonus_tests)) if tr.bonus and not self.only else ()
         part = "" if kind == "checks" and not self.timed else kind
-        self.progress(self.name, f"{what} (up to {tr.test_timeout_s:.0f} s; the submission runs in a worker: "
-                      f"{expected_containment()})")
-        self.runs["task", kind] = run_tests(self.stage, env=self.env, timeout_s=tr.test_timeout_s, logs=self.logs,
-                                            only=self.only, exclude=apart, part=part, marker=marker)
+        parts = [("task", self.only, apart, tr.test_timeout_s, part, "")]
         if apart:
-            self.progress(self.name, f"the bonus part's {what} (up to {tr.bonus_test_timeout_s:.0f} s, "
-                          "in a worker of its own)")
-            self.runs["bonus", kind] = run_tests(self.stage, env=self.env, timeout_s=tr.bonus_test_timeout_s,
-                                                 logs=self.logs, only=apart, marker=marker,
-                                                 part="-".join(p for p in ("bonus", part) if p))
+            parts.append(("bonus", apart, (), tr.bonus_test_timeout_s, "-".join(p for p in ("bonus", part) if p),
+                          "the bonus part's "))
+        for which, only, exclude, timeout_s, name, whose in parts:
+            checks = self.runs.get((which, "checks"))
+            if kind == "timed" and checks is not None and checks.proc.timed_out:  # it hung: so would these
+                self.result["flags"].append(f"{self.task}: {whose}timed tests were not run: its correctness "
+                                            "tests hung")
+                continue
+            self.progress(self.name, f"{whose}{what} (up to {timeout_s:.0f} s; the submission runs in a worker: "
+                          f"{expected_containment()})")
+            run = self.runs[which, kind] = run_tests(self.stage, env=self.env, timeout_s=timeout_s, logs=self.logs,
+                                                     only=only, exclude=exclude, part=name, marker=marker)
+            outcomes = [c.outcome for c in cases_of(run)]
+            self.progress(self.name, f"{whose}{what.split(',')[0]}: {run.proc.seconds:.0f} s, "
+                          + ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "skipped")
+                                      if o in outcomes) + (f"; {run.problem}" if run.problem else ""))
 
     def _joined(self, which: str) -> TestRun | None:
         kinds = [k for k in ("checks", "timed") if (which, k) in self.runs]
         if not kinds:
             return None
-        return joined([self.runs[which, k] for k in kinds], [f"the {k} part" for k in kinds])
+        names = {"checks": "the correctness tests", "timed": "the timed tests"}
+        return joined([self.runs[which, k] for k in kinds], [names[k] for k in kinds])
 
     def _finish(self, references: dict[str, float] | None) -> None:
         task, tr, result = self.task, self.tr, self.result
@@ -285,6 +294,10 @@ class TaskGrading:
         score = score_task(self.rubric, tr, run, references)
         if self.yardstick:  # the reference's speedups as measured beside this submission (what it was scored against)
             result["reference_speedups"] = {s.name: s.reference for s in score.speedups if s.reference}
+            # What timing the reference beside it cost (harness.yardstick: its set-up and blocks).
+            result["reference_seconds"] = round(sum(
+                float(m.get("reference_seconds") or 0.0) for c in cases_of(run) for m in c.measurements.values()
+                if isinstance(m, dict)), 2)
         if changed:  # the worker may only read the judge's kit: any change voids the task
             score.points, score.status = 0.0, "tampered"
             score.reason = f"the submission modified the kit ({', '.join(changed[:5])}); this task scores nothing"
@@ -418,6 +431,11 @@ def run_grading(submission: Path, tasks: list[str], out: Path, rubric: Rubric, *
             grading.time()
             grading.finish()
             grading.result.setdefault("reference_speedups", {})
+        spent = [r["reference_seconds"] for r in results["tasks"].values() if "reference_seconds" in r]
+        if spent:  # the yardstick's cost, for staff who pay for grading in GPU-hours
+            results["reference_seconds"] = round(sum(spent), 2)
+            progress("reference", f"timing the reference beside the submission took {sum(spent):.1f} s "
+                     f"of the {time.time() - started:.0f} s so far")
         cases = {t: cases_of(r["_run"]) for t, r in results["tasks"].items() if r.get("_run")}
         try:
             results_text = read_submission_file(submission, RESULTS_FILE).decode(errors="replace")
@@ -455,6 +473,8 @@ def _build_and_check_at_once(gradings: list[TaskGrading], reference_tasks: list[
     def build_and_check(grading: TaskGrading) -> None:
         grading.prepare()
         grading.check()
+        if not grading.timed:  # nothing left to run: its score now, not after the others' timed tests
+            grading.finish()
 
     pool = ThreadPoolExecutor(max_workers=len(gradings) + 1, thread_name_prefix="grade")
     try:

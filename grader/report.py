@@ -227,7 +227,9 @@ def markdown(results: dict) -> str:
     out = [f"# Grading report: {score:g} / {max_score:g}{extra}", "",
            f"- submission: `{results.get('submission')}`", f"- GPU: {results.get('gpu')}",
            f"- seed: {results.get('seed')} (inputs were drawn from it; a re-run uses a new one)",
-           f"- wall time: {results.get('execution_time', 0):.0f} s",
+           f"- wall time: {results.get('execution_time', 0):.0f} s"
+           + (f", of which {results['reference_seconds']:.0f} s timing the reference solution beside it"
+              if results.get("reference_seconds") else ""),
            f"- containment of the submission's code: {_containments(results)}", "",
            "| task | points | status | reason |", "| --- | --- | --- | --- |"]
     for task, pts, mx, status, reason in summary_rows(results):

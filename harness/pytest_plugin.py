@@ -47,9 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
         rules.install(str(impl_root() / rel) for rel in editable_files())
     config.addinivalue_line("markers", "perf: a timed measurement (slow; the grader scores it)")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
-    config.addinivalue_line("markers", f"{PROOF_MARK}: a slow end-to-end proof (the release handout, every GPU "
-                            f"task graded, the hostile CUDA kernels); left out unless the -m expression names it: "
-                            f"pytest -m {PROOF_MARK}")
+    config.addinivalue_line("markers", f"{PROOF_MARK}: a slow end-to-end proof ({PROOFS}); left out unless the -m "
+                            f"expression names it: pytest -m {PROOF_MARK}")
     config.stash[_DISPLAY_KEY] = []
     if config.pluginmanager.hasplugin("json-report") or config.pluginmanager.hasplugin(
         "pytest_jsonreport"
@@ -61,6 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
 #: saying so) so the staff's check on a GPU node stays short; CI and the GPU script run them
 #: with ``pytest -m proof``.
 PROOF_MARK = "proof"
+#: What the proofs are, for the line that says they were left out.
+PROOFS = ("the release handout, the grader's gradings of submissions honest, broken and hostile, every GPU "
+          "task graded")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -168,8 +170,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             terminalreporter.write_line(line)
     left_out = config.stash.get(_PROOFS_LEFT_OUT, 0)
     if left_out:
-        terminalreporter.write_line(f"{left_out} slow end-to-end proof(s) left out (the release handout, every GPU "
-                                    f"task graded, the hostile CUDA kernels): run them with pytest -m {PROOF_MARK}")
+        terminalreporter.write_line(f"{left_out} slow end-to-end proof(s) left out ({PROOFS}): run them with "
+                                    f"pytest -m {PROOF_MARK}")
 
 
 class _JsonReportBridge:

@@ -388,8 +388,11 @@ def bind_tail(fn: Callable, *tail, **kwargs) -> Callable:
 #: believed (CUDA events are steady; a wall clock on a shared CPU is not). Only a slower baseline
 #: helps a submission; a faster one (the judge's own launches queued behind its Python) costs it.
 BASELINE_AGREEMENT = {CUDA_CLOCK: 1.5, WALL_CLOCK: 3.0}
-#: Warm-up and repetitions of the judge's own baseline timing.
+#: Warm-up and repetitions of the judge's own baseline timing: as many as the worker's block timed,
+#: within these bounds (at B64 S4096 a baseline call takes 0.4 s: twenty repetitions there cost
+#: 8 s a block for a check that needs the median within BASELINE_AGREEMENT, not 1 %).
 JUDGE_BASELINE_WARMUP = 3
+JUDGE_BASELINE_MIN_REPS = 3
 JUDGE_BASELINE_REPS = 20
 
 
@@ -463,19 +466,21 @@ def _judge_timing(candidate, baseline, input_sets, baseline_input_sets, judge_ba
     Numbers that fail a check come back with ``distrust`` set, and the grader gives
     them no credit.
     """
-    def own_timing() -> Timing:
+    def own_timing(worker_reps: int) -> Timing:
         fn, sets = judge_baseline
-        return time_function(fn, sets, warmup=JUDGE_BASELINE_WARMUP, min_reps=JUDGE_BASELINE_REPS,
-                             max_reps=JUDGE_BASELINE_REPS, flush_l2=options["flush_l2"])
+        reps = min(max(worker_reps, JUDGE_BASELINE_MIN_REPS), JUDGE_BASELINE_REPS)
+        warmup = min(max(options["warmup"], 1), JUDGE_BASELINE_WARMUP)
+        return time_function(fn, sets, warmup=warmup, min_reps=reps, max_reps=reps, flush_l2=options["flush_l2"])
 
     return _judged(compare_speed, (candidate, baseline, input_sets),
                    dict(options, baseline_input_sets=baseline_input_sets), own_timing if judge_baseline else None)
 
 
-def _judged(func: Callable, args: tuple, kwargs: dict, own_timing: Callable[[], Timing] | None) -> Comparison:
+def _judged(func: Callable, args: tuple, kwargs: dict, own_timing: Callable[[int], Timing] | None) -> Comparison:
     """``func`` (compare_speed or compare_steps) run in the worker, with the judge's checks: its
     own clock around the request (no more time reported than passed, and no large share of the
-    time that passed unreported), and (``own_timing``) its own timing of the baseline."""
+    time that passed unreported), and (``own_timing(reps)``, given the repetitions the worker's
+    baseline ran) its own timing of the baseline."""
     data, wall_ms, result = _in_worker(func, args, kwargs, with_result=True)
     cmp = Comparison.from_dict(data)
     if cmp.sampled_sets:  # the kept outputs, fetched after the judge's clock stopped
@@ -483,7 +488,7 @@ def _judged(func: Callable, args: tuple, kwargs: dict, own_timing: Callable[[], 
     cmp.distrust += _wall_distrust(cmp.candidate.total_ms + cmp.baseline.total_ms, wall_ms)
     cmp.distrust += _hidden_work_distrust(cmp, wall_ms, kwargs.get("warmup", DEFAULT_WARMUP))
     if own_timing is not None:
-        cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own_timing())
+        cmp.distrust += _baseline_distrust(cmp.baseline.median_ms, own_timing(cmp.baseline.reps))
     return cmp
 
 
@@ -542,7 +547,7 @@ def compare_steps(
     from .remote import is_remote
 
     if is_remote(candidate):
-        def own_timing() -> Timing:
+        def own_timing(_reps: int) -> Timing:  # every step once, as the worker's
             fn, own_steps = judge_baseline
             runner = _Runner(fn, own_steps[:1], _device_of(own_steps), flush_l2)
             _time_steps([runner], [own_steps], warmup)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -45,6 +46,8 @@ class SideBySide:
     vs_reference: float | None = None
     rounds: list[float] = field(default_factory=list)  # the same ratio, round by round
     note: str = ""  # why there is no yardstick (empty where none was asked for, or it ran)
+    #: Wall seconds the reference's side took (its set-up and its blocks): what the yardstick costs.
+    reference_seconds: float = 0.0
 
     def record_fields(self) -> dict:
         """What the test records beside the submission's comparison (read by grader/scoring.py)."""
@@ -52,6 +55,7 @@ class SideBySide:
             return {"yardstick": self.note} if self.note else {}
         return dict(vs_reference=self.vs_reference, vs_reference_rounds=self.rounds,
                     reference_speedup=self.reference.speedup, reference=self.reference.as_dict(),
+                    reference_seconds=round(self.reference_seconds, 3),
                     yardstick=f"the reference solution timed beside it, {len(self.rounds)} rounds")
 
 
@@ -108,13 +112,16 @@ def side_by_side(setup: Callable[[], Callable[..., Comparison]], *, rounds: int 
         except Exception:  # noqa: BLE001 - a lost worker frees its memory anyway
             pass
 
+    spent = 0.0  # the reference's side, in wall seconds
     if yard is not None:
         free(None)
+        t0 = time.perf_counter()
         try:
             with remote.using(yard):
                 theirs = setup()
         except Exception as exc:  # noqa: BLE001 - the reference failing is no fault of the submission
             note = f"the reference solution could not be set up beside it: {_short(exc)}"
+        spent += time.perf_counter() - t0
     blocks = rounds if theirs is not None else 1
     opts = _per_block(options, blocks)
     # The reference's outputs are not re-checked (it is the kit's own, checked by the kit's CI).
@@ -127,16 +134,18 @@ def side_by_side(setup: Callable[[], Callable[..., Comparison]], *, rounds: int 
             own.append(mine(**opts))
             if theirs is not None:
                 free(None)
+                t0 = time.perf_counter()
                 try:
                     with remote.using(yard):
                         ref.append(theirs(**ref_opts))
                 except Exception as exc:  # noqa: BLE001 - as above: scored without it, and said so
                     note, theirs = f"the reference solution failed while timed beside it: {_short(exc)}", None
+                spent += time.perf_counter() - t0
     finally:
         theirs = None  # the reference's problem (its inputs, tens of GB) is released with the request below
         if yard is not None:
             free(yard)
-    result = SideBySide(Comparison.merged(own), note=note)
+    result = SideBySide(Comparison.merged(own), note=note, reference_seconds=spent)
     if not note and ref and len(ref) == len(own):
         result.reference = Comparison.merged(ref)
         if result.reference.speedup > 0:

@@ -34,7 +34,7 @@ def load_run(out: Path) -> dict:
         raise SystemExit(f"{out}: {result.state}: {result.detail}")
     raw = result.raw
     run = dict(out=str(out), seconds=raw.get("execution_time"), points={}, task_seconds={}, speedups={},
-               reference_ms=0.0)
+               reference_ms=0.0, reference_seconds=raw.get("reference_seconds"))
     for name, task in raw["tasks"].items():
         run["points"][name] = task.get("points")
         run["task_seconds"][name] = sum((task.get("stage_seconds") or {}).values()) or None
@@ -66,8 +66,10 @@ def summarize(runs: list[dict], tolerance: float = DEFAULT_TOLERANCE) -> tuple[l
         spd = "; ".join(f"{k} {v['value']:.3g}x vs_reference {v['vs_reference']:.3f}" if v["vs_reference"] is not None
                         else f"{k} {v['value']}" for k, v in r["speedups"].items())
         total = f"{r['seconds']:.0f} s" if r["seconds"] is not None else "?"
+        side = r.get("reference_seconds")
+        side = f" (its whole side, set-up included: {side:.1f} s)" if side is not None else ""
         lines.append(f"run {i}: {total}; points {pts}; seconds {secs}; reference timed {r['reference_ms'] / 1e3:.1f} s"
-                     + (f"; {spd}" if spd else ""))
+                     + side + (f"; {spd}" if spd else ""))
     distinct = {json.dumps(r["points"], sort_keys=True) for r in runs}
     if len(distinct) == 1:
         lines.append(f"points: identical in all {len(runs)} runs ({sum(runs[0]['points'].values()):g} in all)")

@@ -9,7 +9,19 @@ GRADER_WITHOUT_GPU = "grader_without_gpu"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{GRADER_WITHOUT_GPU}: the processes this test starts (the grader's judge and worker, a "
-                   "student's test run) see no GPU, so that it costs on a GPU node what it costs in CI")
+                   "student's test run) see no GPU, so that it costs on a GPU node what it costs in CI; "
+                   "it is also a proof (pytest -m proof)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that grades submissions to prove the grader's machinery is a slow end-to-end proof
+    (harness/pytest_plugin.py's marker, which runs after this hook): the 40-odd gradings of the
+    adversarial, mutant and grader tests then run with ``pytest -m proof`` (CI runs both commands),
+    and the README's ``pytest`` on a GPU node checks the kit's own code and the tasks' tests."""
+    for item in items:
+        if item.get_closest_marker(GRADER_WITHOUT_GPU):
+            item.add_marker(pytest.mark.proof)
 
 
 @pytest.fixture(autouse=True)

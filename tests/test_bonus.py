@@ -259,10 +259,21 @@ def test_a_bonus_that_does_not_build_never_fails_the_compile(monkeypatch, tmp_pa
     assert build.compile_main("task4", []) == 1  # the task's own extension still fails it
 
 
+def _timed_functions(module) -> set[str]:
+    """The test functions of ``module`` that @pytest.mark.perf decorates (the timed part's)."""
+    lines, out = module.read_text().splitlines(), set()
+    for i, line in enumerate(lines):
+        if line.startswith("@pytest.mark.perf"):
+            j = next(j for j in range(i, len(lines)) if lines[j].startswith("def "))
+            out.add(lines[j][4:].split("(")[0])
+    return out
+
+
 def test_a_bonus_that_hangs_costs_only_the_bonus(tmp_path, monkeypatch):
-    """The bonus tests run after the task's own, in a run of their own with their own time
-    limit: when that run hangs (no report), task 4 keeps its 4 points, the bonus scores 0 and
-    says why. Before, both shared one pytest run, and a hang there lost the task's report too."""
+    """The bonus tests run after the task's own, in runs of their own with their own time
+    limit: when their correctness run hangs (no report), task 4 keeps its 4 points, the bonus
+    scores 0 and says why, and the bonus's timed tests are not started. Before, both shared one
+    pytest run, and a hang there lost the task's report too."""
     from grader import pipeline
     from grader.builder import BuildResult
     from grader.proc import ProcResult
@@ -270,17 +281,21 @@ def test_a_bonus_that_hangs_costs_only_the_bonus(tmp_path, monkeypatch):
     rubric = rubric_mod.load()
     tr = rubric.tasks["task4"]
     full = task4_report()
+    timed = _timed_functions(REPO_ROOT / "task4" / "test.py")
+    assert {"test_core_speed", "test_causal_skips_key_tiles"} <= timed, timed
     core_tests = [t for t in full.tests if not t["nodeid"].split("::")[-1].startswith("test_bonus_")]
     calls = []
 
-    def fake_run_tests(stage, *, env, timeout_s, logs, only=(), exclude=(), part=""):
-        calls.append(dict(timeout_s=timeout_s, only=set(only), exclude=set(exclude), part=part))
+    def fake_run_tests(stage, *, env, timeout_s, logs, only=(), exclude=(), part="", marker=""):
+        calls.append(dict(timeout_s=timeout_s, only=set(only), exclude=set(exclude), part=part, marker=marker))
         proc = ProcResult(returncode=0, timed_out=False, seconds=1.0, output_tail="", log_path=str(logs / "x.log"))
-        if part == "bonus":
+        if part.startswith("bonus"):
             hung = ProcResult(returncode=None, timed_out=True, seconds=timeout_s, output_tail="", log_path="b.log")
             return Run(proc=hung, report=None, problem=f"the tests ran longer than {timeout_s:.0f} s (a hang?) "
                                                           "and were stopped")
-        return Run(proc=proc, report={"tests": core_tests}, problem=None)
+        is_timed = marker == "perf"
+        mine = [t for t in core_tests if (t["nodeid"].split("::")[-1].split("[")[0] in timed) == is_timed]
+        return Run(proc=proc, report={"tests": mine}, problem=None)
 
     monkeypatch.setattr(pipeline, "_can_compile_cuda", lambda: True)
     monkeypatch.setattr(pipeline, "_gpu_available", lambda: True)
@@ -289,9 +304,12 @@ def test_a_bonus_that_hangs_costs_only_the_bonus(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "run_tests", fake_run_tests)
     result = pipeline.grade_task("task4", REPO_ROOT / "solutions", tmp_path, rubric, seed=1,
                                  progress=pipeline.Progress(True), self_reference=True)
-    assert [c["part"] for c in calls] == ["", "bonus"], calls
-    assert calls[0]["exclude"] == calls[1]["only"] == tr.bonus_tests and not calls[0]["only"], calls
+    assert [(c["part"], c["marker"]) for c in calls] == [
+        ("checks", "not perf"), ("bonus-checks", "not perf"), ("timed", "perf")], calls
+    assert calls[0]["exclude"] == calls[1]["only"] == calls[2]["exclude"] == tr.bonus_tests, calls
+    assert not calls[0]["only"] and not calls[2]["only"], calls
     assert calls[0]["timeout_s"] == tr.test_timeout_s and calls[1]["timeout_s"] == tr.bonus_test_timeout_s
+    assert any("bonus part's timed tests were not run" in f for f in result["flags"]), result["flags"]
     assert result["points"] == 4 and result["status"] == "graded", (result["status"], result["reason"])
     assert result["bonus_points"] == 0 and result["bonus_tests"]["problem"].startswith("the tests ran longer")
     assert all(b["reason"].startswith("the bonus tests' run: the tests ran longer") for b in result["bonus"]), [
