@@ -192,8 +192,11 @@ class TaskGrading:
             problems += [f"{r} was not taken: {why}" for r, why in stage.rejected.items() if r in TASKS[task].editable]
             return self._end("missing files", "; ".join(problems))
         # A submission's builds stay in its own scratch, so no build can plant a module
-        # for anyone else; the kit's own solutions share the cache (built once per node).
-        self.env[WORKER_BUILD_ENV] = self.env["ATTN_KIT_BUILD_DIR"] if self.trusted else str(stage.worker / "build")
+        # for anyone else; the kit's own solutions share the cache (built once per node). The
+        # scratch is the submission's, not the task's: tasks 4 to 7 all build the same task-4
+        # kernel (and 5 to 7 the decode kernel), and the content-addressed folders with their
+        # locks let the first build serve the others (5 compiles for the seven tasks, not 11).
+        self.env[WORKER_BUILD_ENV] = self.env["ATTN_KIT_BUILD_DIR"] if self.trusted else str(self.work / "build")
         if TASKS[task].extensions:
             if not _can_compile_cuda():
                 return self._end("skipped", "cannot compile CUDA here (no nvcc or a CPU-only PyTorch)", "skipped: ")

@@ -383,3 +383,34 @@ def test_a_machinery_test_hides_the_gpu_from_the_grader_processes(tmp_path):
     from grader.pipeline import child_env
 
     assert child_env(seed=1, build_cache=tmp_path)["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_submissions_tasks_share_one_build_folder_of_their_own(tmp_path, monkeypatch):
+    """Tasks 4 to 7 build the same kernels: one submission's tasks build into one scratch folder of
+    that submission (content-addressed, so the first build serves the others), never the node's
+    shared cache, and never another submission's folder."""
+    from grader import pipeline
+    from grader.builder import BuildResult
+    from grader.proc import ProcResult
+    from harness.spawn import WORKER_BUILD_ENV
+
+    seen = {}
+
+    def fake_build(stage, *, env, timeout_s, logs):
+        seen[(stage.task, str(tmp_path / "out" / "work"))] = env[WORKER_BUILD_ENV]
+        return BuildResult(True, "built", ProcResult(0, False, 0.1, "", "build.log"))
+
+    monkeypatch.setattr(pipeline, "_can_compile_cuda", lambda: True)
+    monkeypatch.setattr(pipeline, "_gpu_available", lambda: False)
+    monkeypatch.setattr(pipeline, "build_task", fake_build)
+    rubric = rubric_mod.load()
+    folders = {}
+    for label in ("", "other/"):
+        for task in ("task4", "task5"):
+            grading = pipeline.TaskGrading(task, SOLUTIONS, tmp_path / "out", rubric, 1, pipeline.Progress(True),
+                                           label=label)
+            grading.prepare()
+            folders[label, task] = seen.pop((task, str(tmp_path / "out" / "work")))
+    assert folders["", "task4"] == folders["", "task5"] != folders["other/", "task4"], folders
+    assert folders["other/", "task4"] == folders["other/", "task5"], folders
+    assert all(str(tmp_path / "out" / "work") in f for f in folders.values()), folders

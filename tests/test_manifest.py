@@ -260,7 +260,7 @@ def test_a_task_added_by_its_entry_is_graded(tmp_path):
             stdout, stderr = proc.communicate()
             pytest.fail(f"grading the {label} toy took over {GRADE_TIMEOUT_S} s:\n{stderr[-3000:]}")
         assert proc.returncode == 0, stderr[-3000:]
-        assert f"{TOY}: testing (up to {TOY_TEST_TIMEOUT_S} s" in stderr, stderr[-3000:]  # the entry's limit
+        assert f"{TOY}: tests (up to {TOY_TEST_TIMEOUT_S} s" in stderr, stderr[-3000:]  # the entry's limit
         graded[label] = json.loads((out / "raw.json").read_text())["tasks"][TOY]
 
     right, half = graded["right"], graded["half-right"]
