@@ -291,15 +291,16 @@ class TaskGrading:
                                          returncode=run.bonus.proc.returncode, log=run.bonus.proc.log_path)
         result["_run"] = run
         t1 = time.perf_counter()
+        cases = cases_of(run)
         if self.self_reference:  # grading the reference itself: its own speedups are the yardstick
-            references = speedups_by_name(tr, cases_of(run))
+            references = speedups_by_name(tr, cases)
             result["reference_speedups"] = references
         score = score_task(self.rubric, tr, run, references)
         if self.yardstick:  # the reference's speedups as measured beside this submission (what it was scored against)
             result["reference_speedups"] = {s.name: s.reference for s in score.speedups if s.reference}
             # What timing the reference beside it cost (harness.yardstick: its set-up and blocks).
             result["reference_seconds"] = round(sum(
-                float(m.get("reference_seconds") or 0.0) for c in cases_of(run) for m in c.measurements.values()
+                float(m.get("reference_seconds") or 0.0) for c in cases for m in c.measurements.values()
                 if isinstance(m, dict)), 2)
         if changed:  # the worker may only read the judge's kit: any change voids the task
             score.points, score.status = 0.0, "tampered"
@@ -514,15 +515,16 @@ def build_reference(tasks: list[str], out: Path, seed: int, rubric: Rubric, prog
     env = {**child_env(seed, out / "build-cache"), IMPL_ENV: str(SOLUTIONS)}
     env.pop("ATTN_KIT_SEED", None)  # a build needs no seed
     progress("reference", "building " + ", ".join(names) + " for the yardstick (the node's shared cache)")
-    code = "import sys; from harness.build import prebuild_in_parallel; prebuild_in_parallel(sys.argv[1:])"
+    # Exits with the number of extensions that failed to build (each named in the log).
+    code = ("import sys; from harness.build import prebuild_in_parallel; "
+            "sys.exit(len(prebuild_in_parallel(sys.argv[1:])))")
     proc = run_process([sys.executable, "-c", code, *names], cwd=REPO_ROOT, env=env,
                        timeout_s=rubric.build_timeout_s, log_path=out / "logs" / "reference-build.log")
-    failed = [n for n in names if f"  {n}: the parallel build failed" in proc.output_tail]
-    ok = proc.returncode == 0 and not failed
+    ok = proc.returncode == 0
     summary.update(ok=ok, seconds=round(proc.seconds, 2), log=proc.log_path)
     if not ok:
-        summary["reason"] = (f"failed ({', '.join(failed) or 'exit code ' + str(proc.returncode)}): "
-                             "the yardstick will build in the timed tests, or fail there and say so")
+        why = "timed out" if proc.timed_out else f"exit code {proc.returncode}"
+        summary["reason"] = f"failed ({why}): the yardstick will build in the timed tests, or fail there and say so"
         progress("reference", f"its builds failed (see {proc.log_path})")
     else:
         progress("reference", f"built in {proc.seconds:.1f} s")

@@ -325,9 +325,10 @@ def _build_and_report(name: str, verbose: bool, bonus: bool = False) -> bool:
     return True
 
 
-def prebuild_in_parallel(names) -> None:
+def prebuild_in_parallel(names) -> list[str]:
     """Build several extensions at once, one process each (nvcc compiles one file on one core);
-    the caller then loads each from the cache and reports, in order, any that failed to build."""
+    the caller then loads each from the cache and reports, in order, any that failed to build.
+    Returns the names that failed here."""
     import subprocess
 
     # Each child says where it built and how long it took (a warm cache should cost seconds:
@@ -341,11 +342,15 @@ def prebuild_in_parallel(names) -> None:
     env = {**os.environ, ARCH_ENV: target_archs()}
     procs = [subprocess.Popen([sys.executable, "-c", code, name], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env) for name in names]
+    failed = []
     for name, proc in zip(names, procs):
         out, _ = proc.communicate()
         lines = out.strip().splitlines()
+        if proc.returncode != 0:
+            failed.append(name)
         # Success: the child's one line. Failure: the load below reports the compiler's message.
         print(lines[-1] if proc.returncode == 0 and lines else f"  {name}: the parallel build failed", flush=True)
+    return failed
 
 
 #: What ``<repo>/<extension>.py`` holds after ``python -m taskN.compile``: ``import <extension>``
