@@ -7,7 +7,9 @@ issue it, so where it is timed matters. This times that baseline, with harness.t
 flushed, in four places: this process alone (time_function, as the judge checks a worker's
 baseline), this process interleaved with itself (compare_speed, as a worker times candidate and
 baseline), and a grader worker (harness.remote) contained and uncontained. One line each, then
-one JSON line (RESULT) with every median.
+one JSON line (RESULT) with every median. The first two are timed again without the head start
+(harness.timing.HEAD_START_MAX_MS = 0 in this process only): the events then also see how fast
+the host queued the call.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from harness.inputs import randn  # noqa: E402
 from harness.shared_checks import sdpa_core  # noqa: E402
 from harness.tasks import REPO_ROOT  # noqa: E402
 from harness.compare import strict_float32  # noqa: E402
+from harness import timing  # noqa: E402
 from harness.timing import bind_tail, compare_speed, time_function  # noqa: E402
 
 B, S, HIDDEN, HEADS = 4, 128, 4096, 32
@@ -45,6 +48,15 @@ def main() -> int:
     results["here, alone"] = alone.median_ms
     results["here, interleaved (candidate)"] = pair.candidate.median_ms
     results["here, interleaved (baseline)"] = pair.baseline.median_ms
+    with_head_start, timing.HEAD_START_MAX_MS = timing.HEAD_START_MAX_MS, 0.0
+    try:
+        with torch.no_grad(), strict_float32():
+            alone = time_function(fn, sets, warmup=3, min_reps=REPS, max_reps=REPS)
+            pair = compare_speed(fn, fn, sets, warmup=3, min_reps=REPS, max_reps=REPS, budget_s=0.0)
+    finally:
+        timing.HEAD_START_MAX_MS = with_head_start
+    results["here, alone, no head start"] = alone.median_ms
+    results["here, interleaved (candidate), no head start"] = pair.candidate.median_ms
     os.environ[spawn.ROLE_ENV] = spawn.JUDGE
     for contain in ("auto", "none"):
         scratch = Path(tempfile.mkdtemp(prefix=f"launch-{contain}-"))

@@ -18,7 +18,8 @@
 # (GRADER_FIRST, the same before stage 2), and
 # ADVERSARIAL=1 runs the hostile CUDA submissions (tests/test_adversarial_cuda.py) before it; NO_SUITE=1
 # leaves out stage 4; BONUS="not perf" (or all) runs task 4's bonus tests for the solutions last;
-# BENCH_ALL=1 then runs bench/run_all.sh (issue 16's sweep, ncu and plots), before GRADER_PARTS.
+# BENCH_ALL=1 then runs bench/run_all.sh (issue 16's sweep, ncu and plots), before GRADER_PARTS;
+# TIMER_CHECK=1 runs the timer's GPU tests and bench/launch_overhead.py first (stage 0).
 # SUITE_ONLY=1 runs stages 1 and 4 alone: 22 minutes on an H100 (builds 215 s, pytest 1106 s,
 # measured before tests/test_build.py stopped forcing a 168 s rebuild of task 2).
 # Logs go to $LOG (default /tmp/gpu_all), and each `wait` copies them to $OUT when that is set.
@@ -40,7 +41,7 @@ follow() {  # print new progress lines until the job says DONE or WAIT seconds p
     sleep 5
   done
   if [ -n "${OUT:-}" ]; then
-    for f in progress.log pytest.log pytest-proof.log pytest-adversarial.log pytest-bonus.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
+    for f in progress.log pytest.log pytest-timing.log launch_overhead.log pytest-proof.log pytest-adversarial.log pytest-bonus.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
       [ -f "$LOG/$f" ] && cp "$LOG/$f" "$OUT/"
     done
     # Everything else (build logs, the grader's reports) as one archive: few files come back.
@@ -109,6 +110,15 @@ run_grader() {  # run_grader PARTS: scripts/gpu_grader.sh on the warm build cach
 # The stubs build later, beside nothing that is timed: builds beside a grading load the CPU, and a
 # launch-bound baseline timed in the worker then looks slowed to the judge (2.09x at B4 S128 on the
 # H200, 2026-12-02: no speed credit for the reference itself, flagged for review).
+# TIMER_CHECK=1: the timer's GPU tests (tests/test_timing.py: the head start) and
+# bench/launch_overhead.py (one launch-bound baseline timed in four places), before any grading.
+if [ "${TIMER_CHECK:-0}" = 1 ]; then
+  stamp "0. pytest tests/test_timing.py, then bench/launch_overhead.py"
+  timeout 120 python3 -m pytest -rfEs tests/test_timing.py > "$LOG/pytest-timing.log" 2>&1
+  stamp "   rc=$?: $(tail -n 1 "$LOG/pytest-timing.log")"
+  timeout 180 python3 bench/launch_overhead.py > "$LOG/launch_overhead.log" 2>&1
+  stamp "   rc=$?"; grep -E ' us$' "$LOG/launch_overhead.log" | sed 's/^/   /' >> "$LOG/progress.log"
+fi
 [ -z "${GRADER_FIRST:-}" ] || run_grader "$GRADER_FIRST"
 
 if [ "${SUITE_ONLY:-0}" != 1 ]; then

@@ -155,8 +155,8 @@ def _config_id(cfg):
 
 #: Repetitions of a large configuration (B64 S4096: 0.2-2 s a call, 4 GB a tensor), in all. Its
 #: calls vary by well under 1 % (the GPU is saturated for the whole call), so a few give a steady
-#: median; in the grader they are shared out over the rounds of harness.yardstick (3 a block).
-LARGE_REPS = 6
+#: median; in the grader they are shared out over the rounds of harness.yardstick (2 a block).
+LARGE_REPS = 4
 #: test_speedup_vs_mha's, at a large configuration: it only feeds Results.md's cross-check (a factor
 #: of rubric results_mismatch_factor), and each repetition there costs two seconds.
 LARGE_MHA_REPS = 3

@@ -62,3 +62,41 @@ def test_steps_are_timed_in_order_each_once():
     assert t.reps == 6 and t.input_sets == 6 and SLEEP_S * 1e3 <= t.median_ms < SLEEP_S * 1e3 + 5
     with pytest.raises(ValueError):
         time_steps(step, [])
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the head start is a GPU spin")
+#: A host delay before a tiny launch: far above the kernel's time, below the largest head start.
+HOST_DELAY_S = 0.0004
+
+
+def slow_to_launch(host_delay_s):
+    """A call whose cost is its host side: a wait, then one tiny kernel."""
+    def fn(x):
+        time.sleep(host_delay_s)
+        return x.add_(1)
+
+    return fn
+
+
+@needs_gpu
+def test_events_time_the_gpu_not_the_host_queueing_it():
+    """With the head start the GPU is still busy when the host queues the call, so a call whose
+    host side is slow but whose kernel is tiny times as the kernel: a launch-bound baseline then
+    times alike in the worker and in the judge. Without it, the events would see the wait."""
+    from harness import timing
+
+    x = torch.zeros(1024, device="cuda")
+    t = time_function(slow_to_launch(HOST_DELAY_S), [(x,)], warmup=3, min_reps=20, max_reps=20)
+    assert t.median_ms < HOST_DELAY_S * 1e3 / 4, t.summary()
+    assert 0 < t.head_start_ms <= timing.HEAD_START_MAX_MS * t.reps
+
+
+@needs_gpu
+def test_host_work_beyond_the_largest_head_start_is_still_timed():
+    """A submission cannot hide real work on the host behind the head start: it is capped."""
+    from harness import timing
+
+    delay_s = 3 * timing.HEAD_START_MAX_MS / 1e3
+    x = torch.zeros(1024, device="cuda")
+    t = time_function(slow_to_launch(delay_s), [(x,)], warmup=2, min_reps=10, max_reps=10)
+    assert t.median_ms > delay_s * 1e3 - 1.5 * timing.HEAD_START_MAX_MS, t.summary()
