@@ -108,7 +108,7 @@ assert launch, "no kernel launch found in the task-4 reference"
 text = text[:launch.end()] + "\n" + launch.group(1) + launch.group(2) + "  // SLOWED ON PURPOSE: launched twice" + text[launch.end():]
 open(path, "w").write(text)
 PY
-for which in COPY SLOW; do
+for which in ${BESIDE_WHICH:-COPY SLOW}; do  # BESIDE_WHICH=SLOW: the slowed copy alone
   dir=${!which} tasks=${BESIDE_TASKS:=4,5,6}
   [ "$which" = COPY ] || tasks=4  # the slowed kernel is task 4's
   stamp "7. grader run, $(basename "$dir") as a student's, tasks $tasks, the reference timed beside it"
