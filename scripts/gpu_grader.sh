@@ -138,10 +138,15 @@ rm -rf "$REP" && cp -r "$SOL" "$REP"
 outs=()
 for i in $(seq 1 "${REPEATS:=5}"); do
   stamp "8. grader run $i/$REPEATS, the copy of the reference as a student's, tasks ${REPEAT_TASKS:=1,2,3,4,5,6,7}"
+  # Runs 2.. find the submission's own builds where run 1 left them (its build folder, copied): a
+  # regrade of unchanged sources rebuilds nothing (content-addressed), and the builds are not what repeats.
+  [ "$i" = 1 ] || [ "${REPEAT_REBUILD:-0}" = 1 ] || { mkdir -p "$LOG/repeat-$i/work/submission" &&
+    cp -a "$LOG/repeat-1/work/submission/build" "$LOG/repeat-$i/work/submission/" 2>/dev/null; }
   timeout ${REPEAT_TIMEOUT:-900} python3 -m grader run --submission "$REP" --tasks "$REPEAT_TASKS" --out "$LOG/repeat-$i" \
     > "$LOG/grade-repeat-$i.log" 2>&1
   stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-repeat-$i.log")"
   outs+=("$LOG/repeat-$i")
+  copy_out  # each run's reports come back even if the call ends before the last
 done
 python3 scripts/grading_repeats.py "${outs[@]}" 2>&1 | while read -r line; do stamp "   $line"; done
 copy_out

@@ -37,8 +37,11 @@ def load_run(out: Path) -> dict:
                reference_ms=0.0, reference_seconds=raw.get("reference_seconds"))
     for name, task in raw["tasks"].items():
         run["points"][name] = task.get("points")
+        if task.get("bonus_max_points"):  # a bonus part's points repeat too, kept apart as they are paid
+            run["points"][f"{name} bonus"] = task.get("bonus_points")
         run["task_seconds"][name] = sum((task.get("stage_seconds") or {}).values()) or None
-        for s in task.get("speedups", []):
+        bonus_speedups = [s for part in task.get("bonus") or [] for s in part.get("speedups", [])]
+        for s in (*task.get("speedups", []), *bonus_speedups):
             run["speedups"][f"{name}: {s['name']}"] = dict(value=s.get("value"), vs_reference=s.get("vs_reference"))
     for report in sorted((out / "logs").rglob("*-pytest.json")) if (out / "logs").is_dir() else []:
         run["reference_ms"] += reference_timed_ms(json.loads(report.read_text()))
