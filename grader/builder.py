@@ -5,9 +5,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.build import ARCH_ENV
 from harness.tasks import EXTENSIONS, TASKS
 
-from harness.spawn import CONTAIN_ENV, WORKER_BUILD_ENV
+from harness.spawn import CONTAIN_ENV, WORKER_BUILD_ENV, WORKER_PREBUILT_ENV
 from harness.spawn import worker_env as spawn_worker_env
 
 from .proc import ProcResult, run_process
@@ -22,10 +23,15 @@ class BuildResult:
 
 
 def worker_env(stage: Stage, env: dict[str, str]) -> dict[str, str]:
-    """The environment of the submission's contained processes (no seed, no grader paths)."""
+    """The environment of the submission's contained processes (no seed, no grader paths); once the
+    build stage is done (``WORKER_PREBUILT_ENV`` in ``env``), one that cannot write the build folder."""
     assert stage.worker is not None and stage.submission is not None
     build = Path(env.get(WORKER_BUILD_ENV) or stage.worker / "build")
-    return spawn_worker_env(stage.worker, stage.submission, stage.folder, build, env.get(CONTAIN_ENV, "auto"))
+    out = spawn_worker_env(stage.worker, stage.submission, stage.folder, build, env.get(CONTAIN_ENV, "auto"),
+                           prebuilt=env.get(WORKER_PREBUILT_ENV) == "1")
+    if env.get(ARCH_ENV):  # the run's architectures (grader.pipeline.child_env): its judge's workers load
+        out[ARCH_ENV] = env[ARCH_ENV]  # what this build made, and a read-only worker can build nothing
+    return out
 
 
 def compile_modules(stage: Stage) -> list[str]:

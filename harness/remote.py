@@ -42,10 +42,7 @@ DEFAULT_CALL_TIMEOUT_S = 300.0
 MAX_WORKER_FAILURES = 8
 #: Seconds a new worker gets to start (import torch, contain itself).
 START_TIMEOUT_S = 120.0
-#: Where the grader names the kit's reference solution, and a scratch folder for its worker,
-#: when a task's timed tests should time the reference beside the submission (harness.yardstick).
-YARDSTICK_IMPL_ENV = "ATTN_KIT_YARDSTICK_IMPL"
-YARDSTICK_DIR_ENV = "ATTN_KIT_YARDSTICK_DIR"
+from .spawn import YARDSTICK_DIR_ENV, YARDSTICK_IMPL_ENV  # noqa: E402,F401 - re-exported
 
 
 is_judge = spawn.is_judge
@@ -74,10 +71,12 @@ class Client:
     """The judge's connection to its worker; restarts the worker after a failure."""
 
     def __init__(self, scratch: Path, impl: Path, kit: Path, *, contain: str = "auto",
-                 call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S, build_dir: Path | None = None):
+                 call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S, build_dir: Path | None = None,
+                 prebuilt: bool = False):
         self.scratch, self.impl, self.kit = scratch, impl, kit
         self.contain, self.call_timeout_s = contain, call_timeout_s
         self.build_dir = build_dir or scratch / "build"
+        self.prebuilt = prebuilt  # its build folder read-only to it (spawn.worker_env)
         self.worker: WorkerProcess | None = None
         self.info: dict = {}
         self._released: list[tuple[int, int]] = []
@@ -88,7 +87,7 @@ class Client:
     # -- the worker's life ----------------------------------------------------
     def env(self) -> dict[str, str]:
         """The worker's environment: no ATTN_KIT_ variable of ours but its own paths and policy."""
-        return spawn.worker_env(self.scratch, self.impl, self.kit, self.build_dir, self.contain)
+        return spawn.worker_env(self.scratch, self.impl, self.kit, self.build_dir, self.contain, self.prebuilt)
 
     def _ensure(self) -> WorkerProcess:
         if self.worker is not None and self.worker.alive():
@@ -323,7 +322,7 @@ def client() -> Client:
     global _client
     if _client is None:
         scratch, impl, kit, build, contain = spawn.judge_settings()
-        _client = Client(scratch, impl, kit, contain=contain, build_dir=build,
+        _client = Client(scratch, impl, kit, contain=contain, build_dir=build, prebuilt=spawn.prebuilt_wanted(),
                          call_timeout_s=float(os.environ.get(CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S)))
     return _client
 
@@ -336,13 +335,12 @@ def yardstick_client() -> Client | None:
     asked for none, and in a student's own run). It builds into, and loads from, the node's shared
     build cache, so a class run builds each reference extension once."""
     global _yardstick
-    impl = os.environ.get(YARDSTICK_IMPL_ENV)
-    if not (is_judge() and impl and os.environ.get(YARDSTICK_DIR_ENV)):
+    settings = spawn.yardstick_settings()
+    if settings is None:
         return None
-    if _yardstick is None:
-        build = os.environ.get("ATTN_KIT_BUILD_DIR")
-        _yardstick = Client(Path(os.environ[YARDSTICK_DIR_ENV]), Path(impl), spawn.judge_settings()[2],
-                            contain=os.environ.get(CONTAIN_ENV, "auto"), build_dir=Path(build) if build else None,
+    if _yardstick is None:  # its process is usually running already (spawn.start_early)
+        scratch, impl, kit, build, contain = settings
+        _yardstick = Client(scratch, impl, kit, contain=contain, build_dir=build,
                             call_timeout_s=float(os.environ.get(CALL_TIMEOUT_ENV, DEFAULT_CALL_TIMEOUT_S)))
     return _yardstick
 
@@ -372,6 +370,7 @@ def shutdown() -> None:
         if c is not None:
             c.close()
     _client = _yardstick = None
+    spawn.stop_early()  # an early worker no test asked for
 
 
 # ---------------------------------------------------------------- helpers the tests use in both modes

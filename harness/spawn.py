@@ -19,6 +19,9 @@ JUDGE = "judge"
 WORKER_DIR_ENV = "ATTN_KIT_WORKER_DIR"
 #: The build folder of the worker's extensions (default: inside its scratch).
 WORKER_BUILD_ENV = "ATTN_KIT_WORKER_BUILD_DIR"
+#: "1" (the grader, once a task's build stage has built its extensions): the worker's build folder
+#: is read-only to it, and it imports the built extensions (harness.build.PREBUILT_ENV).
+WORKER_PREBUILT_ENV = "ATTN_KIT_WORKER_PREBUILT"
 #: ``auto`` (Landlock where the kernel has it) or ``none``.
 CONTAIN_ENV = "ATTN_KIT_CONTAIN"
 #: The worker's memory bound in bytes (default: a share of the machine, harness.containment).
@@ -40,6 +43,30 @@ def judge_settings() -> tuple[Path, Path, Path, Path, str]:
             os.environ.get(CONTAIN_ENV, "auto"))
 
 
+#: Where the grader names the kit's reference solution, and a scratch folder for its worker,
+#: when a task's timed tests should time the reference beside the submission (harness.yardstick).
+YARDSTICK_IMPL_ENV = "ATTN_KIT_YARDSTICK_IMPL"
+YARDSTICK_DIR_ENV = "ATTN_KIT_YARDSTICK_DIR"
+
+
+def prebuilt_wanted() -> bool:
+    """Whether the grader built the submission's extensions before this judge's run (its worker
+    then only imports them, from a build folder it cannot write)."""
+    return os.environ.get(WORKER_PREBUILT_ENV) == "1"
+
+
+def yardstick_settings() -> tuple[Path, Path, Path, Path | None, str] | None:
+    """(scratch, reference solution, kit, build folder, containment mode) of the judge's second
+    worker, the yardstick's, from the judge's environment; None where the grader asked for none.
+    Its builds are the node's shared cache (``ATTN_KIT_BUILD_DIR``), so a class run builds each
+    reference extension once."""
+    impl, scratch = os.environ.get(YARDSTICK_IMPL_ENV), os.environ.get(YARDSTICK_DIR_ENV)
+    if not (is_judge() and impl and scratch):
+        return None
+    build = os.environ.get("ATTN_KIT_BUILD_DIR")
+    return Path(scratch), Path(impl), _KIT, Path(build) if build else None, os.environ.get(CONTAIN_ENV, "auto")
+
+
 #: Parts of variable names that usually hold credentials: never handed to submission code.
 SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
 
@@ -49,16 +76,21 @@ def _secret(name: str) -> bool:
     return any(m in upper for m in SECRET_MARKERS) or upper.startswith(("AWS_", "GITHUB_", "HF_TOKEN", "SSH_"))
 
 
-def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: str) -> dict[str, str]:
-    """The worker's environment: none of our ATTN_KIT_ variables (no seed), its own paths and policy."""
+def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: str,
+               prebuilt: bool = False) -> dict[str, str]:
+    """The worker's environment: none of our ATTN_KIT_ variables (no seed), its own paths and policy.
+    ``prebuilt``: its extensions are built already, and its build folder is read-only to it (a
+    submission's tasks share one build folder: no task's tests may plant a module another loads)."""
+    from .build import PREBUILT_ENV
     from .containment import POLICY_ENV, Policy, package_dirs_on_pythonpath, python_read_paths
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_") and not _secret(k)}
     home, tmp = scratch / "home", scratch / "tmp"
     for d in (home, tmp, build_dir):
         d.mkdir(parents=True, exist_ok=True)
-    policy = Policy(read=[str(kit), str(impl), *python_read_paths()],
-                    write=[str(scratch), str(build_dir)], mode=contain,
+    builds = dict(read=[str(build_dir)], write=[]) if prebuilt else dict(read=[], write=[str(build_dir)])
+    policy = Policy(read=[str(kit), str(impl), *python_read_paths(), *builds["read"]],
+                    write=[str(scratch), *builds["write"]], mode=contain,
                     memory_bytes=int(os.environ.get(MEMORY_ENV) or 0), own_uid=os.environ.get(OWN_UID_ENV) == "1")
     env.update({
         "PYTHONPATH": os.pathsep.join([str(kit), *package_dirs_on_pythonpath()]), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
@@ -66,6 +98,8 @@ def worker_env(scratch: Path, impl: Path, kit: Path, build_dir: Path, contain: s
         "PYTHONNOUSERSITE": "1",  # HOME is writable: its site-packages would run before containment
         "ATTN_KIT_BUILD_DIR": str(build_dir), POLICY_ENV: policy.to_env(),
     })
+    if prebuilt:
+        env[PREBUILT_ENV] = "1"
     for key in ("ATTN_KIT_CUDA_ARCH",):
         if key in os.environ:
             env[key] = os.environ[key]
@@ -133,22 +167,37 @@ class WorkerProcess:
         self.log.close()
 
 
-_early: WorkerProcess | None = None
+#: Workers started by :func:`start_early`, by scratch folder, until a client adopts them.
+_early: dict[Path, WorkerProcess] = {}
 
 
 def start_early() -> None:
-    """In the judge: start the first worker now, while pytest is still importing."""
-    global _early
-    if is_judge() and _early is None:
-        scratch, impl, kit, build, contain = judge_settings()
-        _early = WorkerProcess(scratch, scratch / "worker.log", worker_env(scratch, impl, kit, build, contain), kit)
+    """In the judge: start the worker now, while pytest is still importing, and the yardstick's
+    too where the grader asked for one: a worker's start (a Python, torch, containment) took about
+    20 s of a timed part's first yardstick test on the H200 when it waited for that test."""
+    if not is_judge() or _early:
+        return
+    scratch, impl, kit, build, contain = judge_settings()
+    _early[scratch] = WorkerProcess(scratch, scratch / "worker.log",
+                                    worker_env(scratch, impl, kit, build, contain, prebuilt_wanted()), kit)
+    yard = yardstick_settings()
+    if yard is not None:
+        scratch, impl, kit, build, contain = yard
+        build = build or scratch / "build"  # as harness.remote.Client defaults it
+        _early[scratch] = WorkerProcess(scratch, scratch / "worker.log",
+                                        worker_env(scratch, impl, kit, build, contain), kit)
 
 
 def take_early(scratch: Path) -> WorkerProcess | None:
-    """The worker :func:`start_early` started, once, if it is for ``scratch`` and alive."""
-    global _early
-    worker, _early = _early, None
-    if worker is not None and (worker.scratch != scratch or not worker.alive()):
+    """The worker :func:`start_early` started for ``scratch``, once, if it is alive."""
+    worker = _early.pop(scratch, None)
+    if worker is not None and not worker.alive():
         worker.stop("not needed")
         return None
     return worker
+
+
+def stop_early() -> None:
+    """Stop the early workers no client adopted (a run whose tests never asked for them)."""
+    while _early:
+        _early.popitem()[1].stop("not needed")

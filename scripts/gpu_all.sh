@@ -46,7 +46,7 @@ follow() {  # print new progress lines until the job says DONE or WAIT seconds p
     done
     # Everything else (build logs, the grader's reports) as one archive: few files come back.
     tar -czf "$OUT/gpu_all.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='model' \
-      --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' --exclude='repeat-copy' . 2>/dev/null
+      --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' --exclude='repeat-copy' --exclude='repeat-run' . 2>/dev/null
   fi
 }
 

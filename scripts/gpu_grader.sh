@@ -32,7 +32,7 @@ copy_out() {
   # of everything else (logs, reports, raw.json, every build and test log of every task).
   [ -n "${OUT:-}" ] || return 0
   cp "$LOG/progress.log" "$OUT/" 2>/dev/null
-  tar -czf "$OUT/gpu_grader.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' --exclude='repeat-copy' . 2>/dev/null
+  tar -czf "$OUT/gpu_grader.tar.gz" -C "$LOG" --exclude='*/work' --exclude='*/build-cache' --exclude='published-submission' --exclude='reference-copy' --exclude='slowed-copy' --exclude='repeat-copy' --exclude='repeat-run' . 2>/dev/null
   true
 }
 trap copy_out EXIT
@@ -138,13 +138,17 @@ rm -rf "$REP" && cp -r "$SOL" "$REP"
 outs=()
 for i in $(seq 1 "${REPEATS:=5}"); do
   stamp "8. grader run $i/$REPEATS, the copy of the reference as a student's, tasks ${REPEAT_TASKS:=1,2,3,4,5,6,7}"
-  # Runs 2.. find the submission's own builds where run 1 left them (its build folder, copied): a
-  # regrade of unchanged sources rebuilds nothing (content-addressed), and the builds are not what repeats.
-  [ "$i" = 1 ] || [ "${REPEAT_REBUILD:-0}" = 1 ] || { mkdir -p "$LOG/repeat-$i/work/submission" &&
-    cp -a "$LOG/repeat-1/work/submission/build" "$LOG/repeat-$i/work/submission/" 2>/dev/null; }
-  timeout ${REPEAT_TIMEOUT:-900} python3 -m grader run --submission "$REP" --tasks "$REPEAT_TASKS" --out "$LOG/repeat-$i" \
+  # Every run grades into the same folder, so runs 2.. find run 1's builds of the submission where they
+  # were made (content-addressed, and ninja's rules name the folder): a regrade of unchanged sources
+  # compiles nothing, and the builds are not what repeats. Each run's results are then copied apart.
+  run_out=$LOG/repeat-run
+  [ "${REPEAT_REBUILD:-0}" = 1 ] && rm -rf "$run_out"
+  rm -rf "$run_out/logs"
+  timeout ${REPEAT_TIMEOUT:-900} python3 -m grader run --submission "$REP" --tasks "$REPEAT_TASKS" --out "$run_out" \
     > "$LOG/grade-repeat-$i.log" 2>&1
   stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-repeat-$i.log")"
+  mkdir -p "$LOG/repeat-$i"
+  find "$run_out" -mindepth 1 -maxdepth 1 ! -name work ! -name build-cache -exec cp -a {} "$LOG/repeat-$i/" \;
   outs+=("$LOG/repeat-$i")
   copy_out  # each run's reports come back even if the call ends before the last
 done

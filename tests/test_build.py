@@ -110,3 +110,43 @@ def test_each_task_builds_what_it_imports_with_one_compile_script():
         built = {e for t in owners for e in TASKS[t].extensions}
         assert set(task.extensions) <= built, (name, owners)
         assert len(owners) == 1, (name, owners)
+
+
+TINY_EXTENSION = r"""
+#include <torch/extension.h>
+int answer() { return 42; }
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", &answer); }
+"""
+
+
+def _import_in_a_child(src, env) -> subprocess.CompletedProcess:
+    code = ("import sys; from pathlib import Path; from harness.build import build_sources; "
+            "print('answer', build_sources('attn_kit_tiny', [Path(sys.argv[1])], 'probe').answer())")
+    return subprocess.run([sys.executable, "-c", code, str(src)], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=STALE_LOCK_LIMIT_S)
+
+
+def _listing(folder) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*")}
+
+
+@needs_cuda_toolkit
+def test_a_prebuilt_run_imports_the_build_and_writes_nothing(tmp_path):
+    """In a grader's worker (ATTN_KIT_PREBUILT=1: its build folder is read-only to it, so no task's
+    tests can plant a module that another task of the submission loads) an extension built before
+    is imported without a lock, a ninja run or any write; one not built says so and what to do."""
+    src = tmp_path / "tiny.cpp"
+    src.write_text(TINY_EXTENSION)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
+    env.update(ATTN_KIT_BUILD_DIR=str(tmp_path / "build"), ATTN_KIT_CUDA_ARCH=ONE_ARCH)
+    built = _import_in_a_child(src, env)  # the build stage: builds
+    assert built.returncode == 0 and "answer 42" in built.stdout, built.stderr[-3000:]
+    before = _listing(tmp_path / "build")
+    loaded = _import_in_a_child(src, {**env, build.PREBUILT_ENV: "1"})
+    assert loaded.returncode == 0 and "answer 42" in loaded.stdout, loaded.stderr[-3000:]
+    assert _listing(tmp_path / "build") == before  # not a lock file, not a ninja log, not a timestamp
+    src.write_text(TINY_EXTENSION.replace("42", "43"))  # other sources: another folder, never built
+    missing = _import_in_a_child(src, {**env, build.PREBUILT_ENV: "1"})
+    assert missing.returncode != 0 and "is not there" in missing.stderr and "compile step" in missing.stderr, \
+        missing.stderr[-3000:]
+    assert _listing(tmp_path / "build") == before

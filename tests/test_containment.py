@@ -142,3 +142,46 @@ def test_a_root_worker_says_why_it_keeps_root(tmp_path):
     out = probe(scratch, sys.executable, python_read_paths())
     assert out["uid"] == 0 and "no process limit: another user could not open" in out["said"], out
     assert out["scratch_write"] == "ok", "the scratch folder must stay the worker's when it keeps root"
+
+
+PLANTER = '''
+import os
+from pathlib import Path
+
+def plant():
+    """What a hostile kernel's host code can do in a worker: write a module where the submission's
+    other tasks will load theirs (the shared build folder)."""
+    target = Path(os.environ["ATTN_KIT_BUILD_DIR"]) / "task5" / "planted.so"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"not the module built from the sources")
+        return "written"
+    except OSError as exc:
+        return type(exc).__name__
+'''
+
+
+@pytest.mark.parametrize("prebuilt", [True, False], ids=["tests (prebuilt)", "a build"])
+def test_a_test_worker_cannot_write_the_submission_s_build_folder(tmp_path, prebuilt):
+    """Once the grader has built a task's extensions its workers get the build folder read-only
+    (harness.spawn.worker_env(prebuilt=True)): a task-4 test run cannot replace the module that the
+    same submission's task-5 tests load. A build (prebuilt off) still writes there."""
+    from harness import remote
+    from harness.containment import available
+    from harness.tasks import REPO_ROOT
+
+    if not available().startswith("landlock"):
+        pytest.skip(f"needs Landlock to deny the write (this machine: {available()})")
+    impl = tmp_path / "worker" / "submission"
+    (impl / "task1").mkdir(parents=True)
+    (impl / "task1" / "attention.py").write_text(PLANTER)
+    build_dir = tmp_path / "build"
+    client = remote.Client(tmp_path / "worker", impl, REPO_ROOT, build_dir=build_dir, prebuilt=prebuilt)
+    try:
+        outcome = client.import_module("task1.attention").plant()
+    finally:
+        client.close()
+    if prebuilt:
+        assert outcome == "PermissionError" and not (build_dir / "task5" / "planted.so").exists(), outcome
+    else:
+        assert outcome == "written", outcome

@@ -373,3 +373,32 @@ def test_the_operators_a_worker_call_ran_come_back_named_and_counted(tmp_path):
             assert_own_kernel(mod.two_products, a)
     finally:
         c.close()
+
+
+def test_the_judge_starts_the_yardstick_worker_early_and_its_client_adopts_it(tmp_path, monkeypatch):
+    """spawn.start_early (the judge's conftest) starts the yardstick's worker too, while pytest
+    imports; the yardstick's client then uses that process instead of starting one in the first
+    timed test (about 20 s there on the H200). A worker nobody adopts ends with the run."""
+    from harness import spawn
+
+    for name in ("student", "reference"):
+        (tmp_path / name / "submission" / "task1").mkdir(parents=True)
+        (tmp_path / name / "submission" / "task1" / "attention.py").write_text("def answer():\n    return 42\n")
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    monkeypatch.setenv(remote.WORKER_DIR_ENV, str(tmp_path / "student"))
+    monkeypatch.setenv(remote.YARDSTICK_IMPL_ENV, str(tmp_path / "reference" / "submission"))
+    monkeypatch.setenv(remote.YARDSTICK_DIR_ENV, str(tmp_path / "reference"))
+    monkeypatch.setenv(remote.CONTAIN_ENV, "none")
+    monkeypatch.setattr(remote, "_yardstick", None)
+    monkeypatch.setattr(spawn, "_early", {})
+    spawn.start_early()
+    early = dict(spawn._early)
+    assert set(early) == {tmp_path / "student", tmp_path / "reference"}
+    yard = remote.yardstick_client()
+    try:
+        assert yard.import_module("task1.attention").answer() == 42
+        assert yard.info["pid"] == early[tmp_path / "reference"].proc.pid  # adopted, not started anew
+        assert set(spawn._early) == {tmp_path / "student"}
+    finally:
+        remote.shutdown()
+    assert spawn._early == {} and early[tmp_path / "student"].stopped  # not adopted: stopped with the run
