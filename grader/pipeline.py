@@ -13,7 +13,7 @@ import secrets
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.containment import UNCONTAINED
@@ -23,7 +23,7 @@ from harness.remote import CALL_TIMEOUT_ENV, CONTAIN_ENV, WORKER_BUILD_ENV, YARD
 from harness.spawn import MEMORY_ENV, WORKER_PREBUILT_ENV
 from harness.build import ARCH_ENV, target_archs
 from harness.impl import IMPL_ENV
-from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS
+from harness.tasks import REPO_ROOT, RESULTS_FILE, TASKS, TIMED_MARK, timed_test_functions
 
 from . import report as report_mod
 from .builder import build_task
@@ -95,14 +95,21 @@ def _gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
-#: The pytest marker of a timed test (harness/pytest_plugin.py): the part of a task's tests that
-#: runs alone on the machine, after every build and correctness test (see run_grading).
-TIMED_MARK = "perf"
-
-
 def has_timed_tests(task: str) -> bool:
     """Whether the kit's tests of ``task`` (the grader's pristine copy) have a timed test."""
-    return any(f"pytest.mark.{TIMED_MARK}" in (REPO_ROOT / module).read_text() for module in TASKS[task].tests)
+    return any(timed_test_functions(REPO_ROOT / module) for module in TASKS[task].tests)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One test run of a task's kind of tests (correctness or timed): the task's own, or its bonus's."""
+
+    which: str  # "task" or "bonus"
+    only: tuple[str, ...]  # just these test functions (empty: all)
+    exclude: tuple[str, ...]  # never these (the task's run leaves the bonus's out)
+    timeout_s: float
+    name: str  # the part's name in log and report file names ("", "checks", "bonus-timed", ...)
+    whose: str  # how progress lines name it ("" or "the bonus part's ")
 
 
 class TaskGrading:
@@ -231,41 +238,42 @@ class TaskGrading:
         self._run_parts("timed", TIMED_MARK, "timed tests, alone on the GPU")
 
     def _run_parts(self, kind: str, marker: str, what: str) -> None:
-        """One kind of test (``marker``): the task's own, then its bonus part's, each in a judge and
+        """One kind of test (``marker``): the task's own and its bonus part's, each in a judge and
         worker of its own and with its own limit: a bonus that hangs or crashes costs the bonus only."""
         tr = self.tr
         apart = tuple(sorted(tr.bonus_tests)) if tr.bonus and not self.only else ()
-        part = "" if kind == "checks" and not self.timed else kind
-        parts = [("task", self.only, apart, tr.test_timeout_s, part, "")]
+        suffix = "" if kind == "checks" and not self.timed else kind
+        parts = [Part("task", self.only, apart, tr.test_timeout_s, suffix, "")]
         if apart:
-            parts.append(("bonus", apart, (), tr.bonus_test_timeout_s, "-".join(p for p in ("bonus", part) if p),
-                          "the bonus part's "))
+            parts.append(Part("bonus", apart, (), tr.bonus_test_timeout_s,
+                                  "-".join(p for p in ("bonus", suffix) if p), "the bonus part's "))
 
-        def run_part(which, only, exclude, timeout_s, name, whose) -> None:
-            checks = self.runs.get((which, "checks"))
+        def run_part(part: Part) -> None:
+            checks = self.runs.get((part.which, "checks"))
             if kind == "timed" and checks is not None and checks.proc.timed_out:  # it hung: so would these
-                self.result["flags"].append(f"{self.task}: {whose}timed tests were not run: its correctness "
+                self.result["flags"].append(f"{self.task}: {part.whose}timed tests were not run: its correctness "
                                             "tests hung")
                 return
-            self.progress(self.name, f"{whose}{what} (up to {timeout_s:.0f} s; the submission runs in a worker: "
-                          f"{expected_containment()})")
-            run = self.runs[which, kind] = run_tests(self.stage, env=self.env, timeout_s=timeout_s, logs=self.logs,
-                                                     only=only, exclude=exclude, part=name, marker=marker)
+            self.progress(self.name, f"{part.whose}{what} (up to {part.timeout_s:.0f} s; the submission runs in a "
+                          f"worker: {expected_containment()})")
+            run = self.runs[part.which, kind] = run_tests(
+                self.stage, env=self.env, timeout_s=part.timeout_s, logs=self.logs, only=part.only,
+                exclude=part.exclude, part=part.name, marker=marker)
             outcomes = [c.outcome for c in cases_of(run)]
-            self.progress(self.name, f"{whose}{what.split(',')[0]}: {run.proc.seconds:.0f} s, "
+            self.progress(self.name, f"{part.whose}{what.split(',')[0]}: {run.proc.seconds:.0f} s, "
                           + ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "skipped")
                                       if o in outcomes) + (f"; {run.problem}" if run.problem else ""))
 
         if kind == "timed" or len(parts) == 1:  # timed parts one after another: each alone on the GPU
-            for part_args in parts:
-                run_part(*part_args)
+            for part in parts:
+                run_part(part)
             return
         # Correctness parts at once (each its own judge and worker; nothing is timed meanwhile): task
         # 4's bonus checks took 48 s after its own 32 s on the H200, ahead of every timed test.
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix=f"{self.task}-checks") as pool:
-            for future in [pool.submit(run_part, *part_args) for part_args in parts]:
+            for future in [pool.submit(run_part, part) for part in parts]:
                 future.result()  # a grader bug in a part still reaches _guarded
 
     def _joined(self, which: str) -> TestRun | None:

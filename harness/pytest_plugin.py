@@ -21,7 +21,7 @@ from .shared_checks import NOT_IMPLEMENTED_PREFIX
 from .compare import CheckFailed
 from . import remote, rules
 from .impl import IMPL_ENV, describe_impl_root, impl_root
-from .tasks import editable_files
+from .tasks import TIMED_MARK, editable_files
 from .inputs import SEED_ENV, run_seed
 
 _DISPLAY_KEY = pytest.StashKey[list]()
@@ -45,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run_seed()  # fix the seed before any test draws inputs
     if not remote.is_judge():  # a student's run: the rules are checked in this process
         rules.install(str(impl_root() / rel) for rel in editable_files())
-    config.addinivalue_line("markers", "perf: a timed measurement (slow; the grader scores it)")
+    config.addinivalue_line("markers", f"{TIMED_MARK}: a timed measurement (slow; the grader scores it)")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
     config.addinivalue_line("markers", f"{PROOF_MARK}: a slow end-to-end proof ({PROOFS}); left out unless the -m "
                             f"expression names it: pytest -m {PROOF_MARK}")

@@ -20,6 +20,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Students report their numbers here; every task's submission includes it.
 RESULTS_FILE = "Results.md"
+#: The pytest marker of a timed test (harness/pytest_plugin.py declares it): the part of a task's
+#: tests the grader runs alone on the machine, after every build and correctness test.
+TIMED_MARK = "perf"
+
+
+def timed_test_functions(module: Path) -> set[str]:
+    """The test functions of a test module that ``@pytest.mark.perf`` decorates, read from its
+    source (never imported: the grader asks this of the kit's pristine copy)."""
+    import ast
+
+    out = set()
+    for node in ast.parse(module.read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            marks = (ast.unparse(d.func if isinstance(d, ast.Call) else d) for d in node.decorator_list)
+            if f"pytest.mark.{TIMED_MARK}" in marks:
+                out.add(node.name)
+    return out
 
 #: Seconds a task's tests may run in the grader (past it they are stopped as a hang) unless
 #: its entry says otherwise; the CPU tasks take well under a minute of it.

@@ -15,7 +15,7 @@ from grader.scoring import score_task
 from grader.stage import stage_task
 from harness import build
 from harness.impl import IMPL_ENV
-from harness.tasks import EXTENSIONS, REPO_ROOT, TASKS, editable_files
+from harness.tasks import EXTENSIONS, REPO_ROOT, TASKS, editable_files, timed_test_functions
 
 CONFIGS = ["B4-S128-full", "B4-S128-causal", "B64-S4096-full", "B64-S4096-causal"]
 BONUS_FILE = "task4/attention_kernel_tc.cu"
@@ -259,19 +259,9 @@ def test_a_bonus_that_does_not_build_never_fails_the_compile(monkeypatch, tmp_pa
     assert build.compile_main("task4", []) == 1  # the task's own extension still fails it
 
 
-def _timed_functions(module) -> set[str]:
-    """The test functions of ``module`` that @pytest.mark.perf decorates (the timed part's)."""
-    lines, out = module.read_text().splitlines(), set()
-    for i, line in enumerate(lines):
-        if line.startswith("@pytest.mark.perf"):
-            j = next(j for j in range(i, len(lines)) if lines[j].startswith("def "))
-            out.add(lines[j][4:].split("(")[0])
-    return out
-
-
 def test_a_bonus_that_hangs_costs_only_the_bonus(tmp_path, monkeypatch):
-    """The bonus tests run after the task's own, in runs of their own with their own time
-    limit: when their correctness run hangs (no report), task 4 keeps its 4 points, the bonus
+    """The bonus tests run beside the task's own (the correctness part) or after them (the timed
+    part), in runs of their own with their own time limit: when their correctness run hangs (no report), task 4 keeps its 4 points, the bonus
     scores 0 and says why, and the bonus's timed tests are not started. Before, both shared one
     pytest run, and a hang there lost the task's report too."""
     from grader import pipeline
@@ -281,7 +271,7 @@ def test_a_bonus_that_hangs_costs_only_the_bonus(tmp_path, monkeypatch):
     rubric = rubric_mod.load()
     tr = rubric.tasks["task4"]
     full = task4_report()
-    timed = _timed_functions(REPO_ROOT / "task4" / "test.py")
+    timed = timed_test_functions(REPO_ROOT / "task4" / "test.py")
     assert {"test_core_speed", "test_causal_skips_key_tiles"} <= timed, timed
     core_tests = [t for t in full.tests if not t["nodeid"].split("::")[-1].startswith("test_bonus_")]
     calls = []

@@ -150,3 +150,12 @@ def test_a_prebuilt_run_imports_the_build_and_writes_nothing(tmp_path):
     assert missing.returncode != 0 and "is not there" in missing.stderr and "compile step" in missing.stderr, \
         missing.stderr[-3000:]
     assert _listing(tmp_path / "build") == before
+
+
+def test_a_failed_parallel_build_says_why_in_its_own_log(capsys):
+    """The grader's reference prebuild keeps only what prebuild_in_parallel prints: a child that
+    fails must leave its own last lines there (here: an extension the manifest does not have)."""
+    assert build.prebuild_in_parallel(["no_such_extension"]) == ["no_such_extension"]
+    out = capsys.readouterr().out
+    assert "no_such_extension: the parallel build failed (exit code 1); its last lines:" in out, out
+    assert "KeyError" in out, out
