@@ -241,9 +241,10 @@ def _import_prebuilt(name: str, build_dir: Path) -> ModuleType:
 
     library = build_dir / f"{name}.so"
     if not library.is_file():
-        raise BuildError(name, f"{library} is not there: this run loads extensions built before it "
-                               f"({PREBUILT_ENV}=1, as the grader's tests do), and {name} was not built from "
-                               "these sources. Run the task's compile step first.")
+        raise BuildError(name, f"{name} was not built from these sources ({library} is not there). This run "
+                               f"only loads what was built before it ({PREBUILT_ENV}=1, as in the grader, whose "
+                               "build stage runs the task's compile step first): that build failed or skipped "
+                               "it, and its log (the report's build section) has the compiler's message.")
     spec = importlib.util.spec_from_file_location(name, library)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
