@@ -39,8 +39,30 @@ def parse_cases(args, model, tokenizer) -> list[tuple[int | str, int]]:
     return [(length, b) for length in resolved for b in batches]
 
 
+def load_reference(args, device):
+    """The model with transformers' own attention, its tokenizer, what it is, and the cases to run:
+    both command lines start from it. None (the error printed) when the model is not there."""
+    import sys
+
+    from . import loading
+
+    try:
+        model, tokenizer, what = loading.load(args.model, attn_implementation=loading.REFERENCE_ATTENTION, device=device)
+        return model, tokenizer, what, parse_cases(args, model, tokenizer)
+    except loading.ModelNotFound as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
 def sample_options(args) -> dict | None:
     return dict(temperature=args.temperature, top_k=args.top_k) if args.sample else None
+
+
+def generation_mode(args) -> str:
+    """How the shown text is generated, for the header both command lines print."""
+    if not args.sample:
+        return "greedy"
+    return f"sampled (temperature {args.temperature}, top-k {args.top_k}, seed {args.seed})"
 
 
 #: Printed between the prompt and the generated text, so a reader sees where the model starts.

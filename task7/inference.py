@@ -82,12 +82,10 @@ def main(argv=None) -> int:
                   "run python -m task5.compile", file=sys.stderr)
             return 2
     register(kernels, name)
-    try:
-        model, tokenizer, what = loading.load(args.model, attn_implementation=loading.REFERENCE_ATTENTION, device=device)
-        cases = cli.parse_cases(args, model, tokenizer)
-    except loading.ModelNotFound as err:
-        print(f"error: {err}", file=sys.stderr)
+    loaded = cli.load_reference(args, device)
+    if loaded is None:
         return 2
+    model, tokenizer, what, cases = loaded
     sample = cli.sample_options(args)
     print(f"model: {what}")
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
@@ -95,8 +93,8 @@ def main(argv=None) -> int:
           "with KernelKVCache (update_kv_cache)")
     print(f"reference: attn_implementation='{loading.REFERENCE_ATTENTION}' (transformers) with its dynamic cache; "
           "float64 copy of it for the tolerance")
-    mode = f"sampled (temperature {args.temperature}, top-k {args.top_k}, seed {args.seed})" if sample else "greedy"
-    print(f"generation: model.generate(), {args.new_tokens} new tokens; text shown: {mode}; verdict: greedy\n")
+    print(f"generation: model.generate(), {args.new_tokens} new tokens; text shown: {cli.generation_mode(args)}; "
+          "verdict: greedy\n")
 
     # Warm-up (builds nothing new, but loads cuBLAS, the kernels, the allocator) on both paths.
     warm = prompts.make_prompts(tokenizer, 8, 1, prompt=args.prompt).to(device)
@@ -141,7 +139,7 @@ def main(argv=None) -> int:
         print("(Results.md, Task 7 wants the text your kernels generate: run `python -m task7.inference` on a GPU, "
               "without --stand-in.)\n")
     else:
-        print(f"Results.md, Task 7: paste this between the fences ({first.label}, {mode}):")
+        print(f"Results.md, Task 7: paste this between the fences ({first.label}, {cli.generation_mode(args)}):")
         print("```text")
         print(cli.text_block(tokenizer, first.prompt[0], first.display["kernels"][0], full_prompt=True).rstrip("\n"))
         print("```\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import torch
 
@@ -25,17 +24,14 @@ def main(argv=None) -> int:
     if args.model is None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # the default model never needs the network (set before transformers loads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        model, tokenizer, what = loading.load(args.model, attn_implementation=loading.REFERENCE_ATTENTION, device=device)
-        cases = cli.parse_cases(args, model, tokenizer)
-    except loading.ModelNotFound as err:
-        print(f"error: {err}", file=sys.stderr)
+    loaded = cli.load_reference(args, device)
+    if loaded is None:
         return 2
+    model, tokenizer, what, cases = loaded
     print(f"model: {what}")
     print(f"attention: transformers' '{loading.REFERENCE_ATTENTION}' with its dynamic KV cache, on {device}")
     sample = cli.sample_options(args)
-    mode = f"sampled (temperature {args.temperature}, top-k {args.top_k}, seed {args.seed})" if sample else "greedy"
-    print(f"generation: model.generate(), {args.new_tokens} new tokens, {mode}\n")
+    print(f"generation: model.generate(), {args.new_tokens} new tokens, {cli.generation_mode(args)}\n")
     generation.generate(model, prompts.make_prompts(tokenizer, 8, 1, prompt=args.prompt).to(device), 2)  # warm-up
     rows = []
     for length, batch in cases:
