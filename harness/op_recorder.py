@@ -49,6 +49,40 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _CopyRecorder(TorchDispatchMode):
+    """Each copying operator (:data:`COPY_OPS`) that runs, with the elements it wrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies: list[tuple[str, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in COPY_OPS:
+            outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+            if not (name.endswith("_") or name.startswith("_copy_from")):  # copy_ writes its input: counted
+                # A new tensor only: contiguous() of a contiguous tensor returns it, and writes nothing.
+                inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                          if isinstance(t, torch.Tensor)}
+                outputs = [t for t in outputs if t.untyped_storage().data_ptr() not in inputs]
+            self.copies.append((name, max((t.numel() for t in outputs), default=0)))
+        return out
+
+
+def copies_made(fn: Callable, *args, **kwargs) -> tuple[object, list[tuple[str, int]]]:
+    """Run ``fn`` here and return its result with every copying operator it ran and how many
+    elements each wrote: a step that should read a large tensor in place must write none that large.
+    Like every recorder here it sees what goes through PyTorch's dispatcher, not a kernel's own copies."""
+    recorder = _CopyRecorder()
+    with recorder:
+        result = fn(*args, **kwargs)
+    return result, recorder.copies
+
+
 def ops_counted(fn: Callable, *args, **kwargs) -> tuple[object, dict[str, int]]:
     """Run ``fn`` and return its result with how many times each operator ran (in the worker
     for an object there: a count the submission's own process reports, so good for a teaching

@@ -11,6 +11,8 @@ two kernels and the provided ``decode_linear``). What is checked:
   and of every decode step must match the same model run with a plain-PyTorch
   attention path, and the greedy tokens must agree (except where the two best
   tokens are closer than the rounding noise);
+* a decode step reads the cache in place: no PyTorch operator of the step writes a copy
+  of the cache's valid rows (``contiguous()`` on ``cache[:, :L]``, ``torch.cat``, ``clone``);
 * timed (``perf``): TTFT (the prefill) and TBT (each decode step, median and
   spread over 100 steps), tokens/s, and TBT against the weight-streaming floor
   (every weight read once per step at the measured copy bandwidth).
@@ -48,7 +50,8 @@ from harness.remote import bound, is_judge, kept, on_worker
 from harness.timing import bind_tail, compare_speed, compare_steps, copy_bandwidth
 from harness.yardstick import side_by_side
 from task6.transformer import ReferenceAttention, model_step, run_model, seeded_model
-from task6.workload import CONFIGS, DEVICE, build_model, decode_linear_run, prompt_tokens, weight_bytes
+from task6.workload import (CONFIGS, DEVICE, build_model, decode_linear_run, decode_step_copies, prompt_tokens,
+                            weight_bytes)
 
 CONFIG_ENV = "ATTN_KIT_TASK6_CONFIG"
 
@@ -265,6 +268,41 @@ def test_generation_matches_reference(record):
     total = differ.numel()
     record("greedy_tokens", agree=agree, total=total, ambiguous_differences=int((differ & ambiguous).sum()),
            config=r["name"], display=f"task6 greedy tokens: {agree}/{total} agree with the reference ({r['name']} configuration)")
+
+
+#: The model whose decode step is checked for copies of the cache: a prompt long enough that one
+#: layer's valid cache rows (batch x rows x hidden: about 2M elements) dwarf everything else a step
+#: could write (its largest weight, the MLP's fused gate and up, is 8 x 256 x 256 = 524k elements).
+NO_COPY_CFG = dict(batch=2, prompt=4000, hidden=256, heads=4, layers=1, vocab=512, steps=1)
+#: A copy of at least this share of one layer's valid cache rows is a copy of the cache.
+CACHE_COPY_SHARE = 0.5
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_decode_reads_the_cache_in_place(record):
+    """A decode step hands the cache tensors themselves to the decode kernel, with the number of
+    valid rows (README, Task 6): a copy of the cache's rows (``contiguous()`` on a slice of it,
+    ``torch.cat``, ``clone``) moves the whole prefix again at every token. The step runs where your
+    model runs, with PyTorch's copying operators recorded and the size of what each wrote."""
+    cfg, tag = NO_COPY_CFG, "task6/no-copy"
+    yours, _ = models(cfg, tag)
+    prompt = prompt_tokens(cfg, tag)
+    cache = kept(yours.new_kv_cache, cfg["batch"], cfg["prompt"] + cfg["steps"])
+    kept(on_worker(model_step), prompt, cache, 0, yours, "custom")  # the prefill fills rows [0, prompt)
+    copies = on_worker(decode_step_copies)(prompt[:, -1:], cache, cfg["prompt"], yours)
+    rows = cfg["batch"] * (cfg["prompt"] + 1) * cfg["hidden"]  # one layer's k (or v) rows the step reads
+    large = sorted({(str(name), int(n)) for name, n in copies if n >= CACHE_COPY_SHARE * rows}, key=lambda c: -c[1])
+    record("decode_cache_in_place", passed=not large, cache_rows_elements=rows,
+           largest_copies=sorted(((str(a), int(n)) for a, n in copies), key=lambda c: -c[1])[:8])
+    if large:
+        what = ", ".join(f"{name} of {n:,} elements" for name, n in large[:4])
+        raise CheckFailed(
+            f"a decode step (batch {cfg['batch']}, {cfg['prompt']} tokens in the cache, hidden {cfg['hidden']}) ran "
+            f"PyTorch's {what}, where one layer's valid cache rows are {rows:,} elements: it copied the cache. "
+            "Pass k_cache and v_cache themselves to custom_flash_attention_decode with seq_len = current_pos + 1 "
+            "(README, Task 6); a slice such as k_cache[:, :current_pos + 1] made contiguous, or a torch.cat of "
+            "old and new rows, copies the whole prefix at every token.")
 
 
 #: The prefill's timing (a second a call in the default configuration on an H200): it feeds

@@ -81,3 +81,15 @@ def decode_linear_run(op: str, m: int, out: int, k: int, tag: str, device=DEVICE
         residual = torch.randn(m, out, generator=gen, device=device) if op == "linear" and m % 2 else None
         inputs.append((x, w, residual))
     return fn, inputs, w.numel() * 4
+
+
+def decode_step_copies(tokens, cache, current_pos: int, model, backend: str = "custom") -> list[tuple[str, int]]:
+    """One decode step of ``model`` (``task6.transformer.model_step``), run where the model runs,
+    and the copying operators it ran with the elements each wrote (harness.op_recorder.copies_made):
+    a decode step reads the cache in place, so none should write anything near its size."""
+    from harness.op_recorder import copies_made
+
+    from .transformer import model_step
+
+    _, copies = copies_made(model_step, tokens, cache, current_pos, model, backend)
+    return copies

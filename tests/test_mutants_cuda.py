@@ -3,15 +3,24 @@ reference kernel with one property broken must fail the check that names it, wit
 while it still computes the right answer. As tests/test_mutants.py does for the CPU tasks: each
 mutant is one textual edit of a copy of solutions/, tested as a student runs the tests.
 
-Each mutant costs one build of its task's kernel (about 85 s on the H200's 16 cores), so these
-are proofs, not part of the README's quick ``pytest``.
+A kernel's mutant costs one build of it (about 85 s on the H200's 16 cores; task 6's mutant
+edits Python only and reuses the reference's builds), so these are proofs, not part of the
+README's quick ``pytest``.
 """
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from test_mutants import _mutant_copy, _run  # tests/ is on sys.path (pytest prepends it)
+from harness.tasks import REPO_ROOT
+
+SOLUTIONS = REPO_ROOT / "solutions"
 
 pytestmark = [
     pytest.mark.proof,
@@ -25,7 +34,40 @@ MUTANTS = [
      [("const int kv_end = causal ? min(seq_len, q0 + BR) : seq_len;", "const int kv_end = seq_len;")],
      "causal_skips_key_tiles", "runs to the end of the sequence",
      "test_attention_core and causal and not large"),
+    ("task 6's decode step copies the cache's valid rows", "task6/model.py",
+     [("q, k_cache, v_cache, self.num_heads, True, seq_len=current_pos + 1",
+       "q, k_cache[:, :current_pos + 1].contiguous(), v_cache[:, :current_pos + 1].contiguous(), self.num_heads, "
+       "True, seq_len=current_pos + 1")],
+     "decode_reads_the_cache_in_place", "it copied the cache", "test_small_model_vs_float64"),
 ]
+
+
+def _mutant_copy(tmp_path: Path, rel: str, edits: list[tuple[str, str]]) -> Path:
+    """The whole reference solution (task 6 runs task 4's and 5's kernels too), one file edited."""
+    impl = tmp_path / "impl"
+    shutil.copytree(SOLUTIONS, impl)
+    text = (impl / rel).read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, f"the mutation of {rel} no longer applies: {old!r}"
+        text = text.replace(old, new)
+    (impl / rel).write_text(text)
+    return impl
+
+
+def _run(impl: Path, test_file: str, selection: str) -> subprocess.CompletedProcess:
+    """As a student runs the tests, on ``impl``; the build cache and architectures of this run are
+    kept (the builds are content-addressed: the untouched kernels are the reference's, built once)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_") or k in KEPT_ENV}
+    env.update(ATTN_KIT_IMPL=str(impl), ATTN_KIT_SEED="12345")
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                           test_file, "-k", selection], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=MUTANT_TIMEOUT_S)
+
+
+#: What the student-like runs keep of this run's environment.
+KEPT_ENV = ("ATTN_KIT_BUILD_DIR", "ATTN_KIT_CUDA_ARCH")
+#: Seconds one run of a mutant's tests may take (a cold build of its kernels included).
+MUTANT_TIMEOUT_S = 600
 
 
 @pytest.mark.parametrize("name, rel, edits, selection, message, still_right", MUTANTS, ids=[m[0] for m in MUTANTS])

@@ -60,3 +60,54 @@ def test_task6_reference_in_the_judge_model_in_the_worker(tmp_path, monkeypatch)
         assert cmp.candidate.reps == STEPS and cmp.distrust == [], cmp.distrust
     finally:
         client.close()
+
+
+COPYING_STAND_IN = '''
+from task6.transformer import AttentionBase, customModel  # noqa: F401
+
+class customAttention(AttentionBase):
+    def forward(self, x, kv_cache=None, decode=False, current_pos=0):
+        out = self.torch_forward(x, kv_cache, current_pos)
+        if decode:  # what task 6 asks not to do: a contiguous copy of the cache's valid rows
+            kv_cache[0][:, :current_pos + 1].contiguous()
+        return out
+'''
+NO_ATTENTION_STAND_IN = '''
+from task6.transformer import AttentionBase, customModel  # noqa: F401
+
+class customAttention(AttentionBase):
+    def forward(self, x, kv_cache=None, decode=False, current_pos=0):
+        q, k, v = self.project(x, current_pos)
+        kv_cache[0][:, current_pos:current_pos + x.shape[1]] = k  # the new rows only: no copy of the cache
+        kv_cache[1][:, current_pos:current_pos + x.shape[1]] = v
+        return self.out(q.contiguous())
+'''
+
+
+def test_the_decode_step_s_copies_are_recorded_where_the_model_runs(tmp_path, monkeypatch):
+    """task6/test.py's in-place check, on the CPU through a worker (its GPU test runs the same
+    helper on the real kernels): a layer that makes cache[:, :L] contiguous at a decode step shows a
+    copy of the cache's size; one that touches only the new rows shows none that large."""
+    from task6.workload import decode_step_copies
+
+    monkeypatch.setenv(remote.ROLE_ENV, remote.JUDGE)
+    batch, prompt_len, rows = 2, 300, None
+    sizes = {}
+    for name, source in (("copying", COPYING_STAND_IN), ("no attention", NO_ATTENTION_STAND_IN)):
+        impl = tmp_path / name / "worker" / "submission"
+        (impl / "task6").mkdir(parents=True)
+        (impl / "task6" / "model.py").write_text(textwrap.dedent(source))
+        client = remote.Client(tmp_path / name / "worker", impl, REPO_ROOT)
+        monkeypatch.setattr(remote, "_client", client)
+        try:
+            model = remote.on_worker(seeded_model)(HIDDEN, HEADS, LAYERS, VOCAB, prompt_len + 1, seed_for("t6-copy"), "cpu")
+            cache = remote.kept(model.new_kv_cache, batch, prompt_len + 1)
+            prompt = torch.randint(0, VOCAB, (batch, prompt_len), generator=torch.Generator().manual_seed(2))
+            remote.kept(remote.on_worker(model_step), prompt, cache, 0, model, "custom")
+            copies = remote.on_worker(decode_step_copies)(prompt[:, -1:], cache, prompt_len, model)
+        finally:
+            client.close()
+        rows = batch * (prompt_len + 1) * HIDDEN
+        sizes[name] = max((int(n) for _, n in copies), default=0)
+    assert sizes["copying"] >= rows, sizes  # the contiguous copy of one layer's k rows
+    assert sizes["no attention"] < rows / 8, sizes
