@@ -322,6 +322,25 @@ def score_bonus(rubric: Rubric, part: BonusPart, cases: list[Case], references: 
     return BonusResult(part.name, points, part.points, checks, speedups, reason)
 
 
+def unscored_failures(task_rubric: TaskRubric, cases: list[Case]) -> list[str]:
+    """Flags for the tests that failed though the rubric scores none of them (task 4's causal
+    tile skipping, task 6's cache read in place): they cost no points, but staff should see that a
+    property the student text asks for does not hold. A stub's "not implemented" is no news."""
+    scored = {t for c in task_rubric.checks for t in c.tests} | {s.test for s in task_rubric.speedups}
+    scored |= task_rubric.bonus_tests
+    failed: dict[str, list[Case]] = {}
+    for case in cases:
+        if case.function not in scored and case.outcome in ("failed", "error") and not case.not_implemented:
+            failed.setdefault(case.function, []).append(case)
+    return [f"{task_rubric.task}: {name} failed ({len(mine)} case(s); not scored by the rubric): "
+            f"{(mine[0].message.strip().splitlines() or [''])[0][:UNSCORED_MESSAGE_CHARS]}"
+            for name, mine in sorted(failed.items())]
+
+
+#: How much of an unscored failure's first message line a flag shows.
+UNSCORED_MESSAGE_CHARS = 240
+
+
 def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
                references: dict[str, float] | None = None) -> TaskScore:
     references = references or {}
@@ -339,6 +358,7 @@ def score_task(rubric: Rubric, task_rubric: TaskRubric, run: TestRun,
         for s in task_rubric.speedups
     ]
     points = round(sum(c.points for c in checks) + sum(s.points for s in speedups), 4)
+    flags += unscored_failures(task_rubric, all_cases)
     ran = [c for c in cases if c.outcome != "skipped"]
     if run.problem and not cases:
         status, reason = "crashed", run.problem

@@ -103,3 +103,20 @@ def test_a_yardstick_that_did_not_run_everywhere_holds_the_points():
     paid = score_task(dataclasses.replace(rubric, pay_implausible_before_review=True), rubric.tasks["task4"],
                       report(dict.fromkeys(CONFIGS, 0.6), beside=beside), {}).speedups[0]
     assert paid.points == paid.max_points and paid.flagged and "absolute" in paid.basis, paid
+
+
+def test_an_unscored_check_that_fails_is_flagged_and_costs_nothing():
+    """Task 4's causal-skip check is in no rubric entry: failing it costs no points, but staff see
+    it among the flags, with its message; a stub's "not implemented" there is no news."""
+    run = report(dict.fromkeys(CONFIGS, 0.6))
+    run.report["tests"].append({"nodeid": "task4/test.py::test_causal_skips_key_tiles", "outcome": "failed",
+                                "call": {"outcome": "failed", "longrepr": "CheckFailed: with causal=True, "
+                                         "custom_flash_attention took 28.3 ms against 28.1 ms without the mask"}})
+    speed, flags = speed_of(run)
+    assert speed.points == speed.max_points, speed.reason
+    assert [f for f in flags if "test_causal_skips_key_tiles failed (1 case(s); not scored by the rubric)" in f
+            and "28.3 ms" in f], flags
+    stub = report(dict.fromkeys(CONFIGS, 0.6))
+    stub.report["tests"].append({"nodeid": "task4/test.py::test_causal_skips_key_tiles", "outcome": "failed",
+                                 "call": {"outcome": "failed", "longrepr": "NotImplementedError: not implemented yet"}})
+    assert not [f for f in speed_of(stub)[1] if "not scored" in f]
