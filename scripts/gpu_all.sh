@@ -19,7 +19,8 @@
 # ADVERSARIAL=1 runs the hostile CUDA submissions (tests/test_adversarial_cuda.py) before it; NO_SUITE=1
 # leaves out stage 4; BONUS="not perf" (or all) runs task 4's bonus tests for the solutions last;
 # BENCH_ALL=1 then runs bench/run_all.sh (issue 16's sweep, ncu and plots), before GRADER_PARTS;
-# TIMER_CHECK=1 runs the timer's GPU tests and bench/launch_overhead.py first (stage 0).
+# TIMER_CHECK=1 runs the timer's GPU tests and bench/launch_overhead.py first (stage 0); NEW_CHECKS=1
+# the GPU checks added since the last GPU run (stage 0b).
 # SUITE_ONLY=1 runs stages 1 and 4 alone: 22 minutes on an H100 (builds 215 s, pytest 1106 s,
 # measured before tests/test_build.py stopped forcing a 168 s rebuild of task 2).
 # Logs go to $LOG (default /tmp/gpu_all), and each `wait` copies them to $OUT when that is set.
@@ -41,7 +42,7 @@ follow() {  # print new progress lines until the job says DONE or WAIT seconds p
     sleep 5
   done
   if [ -n "${OUT:-}" ]; then
-    for f in progress.log pytest.log pytest-timing.log launch_overhead.log pytest-proof.log pytest-adversarial.log pytest-bonus.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
+    for f in progress.log pytest.log pytest-new.log pytest-timing.log launch_overhead.log pytest-proof.log pytest-adversarial.log pytest-bonus.log decode_model.log task7.log bench.log train_metrics.json task7_model.tar; do
       [ -f "$LOG/$f" ] && cp "$LOG/$f" "$OUT/"
     done
     # Everything else (build logs, the grader's reports) as one archive: few files come back.
@@ -118,6 +119,15 @@ if [ "${TIMER_CHECK:-0}" = 1 ]; then
   stamp "   rc=$?: $(tail -n 1 "$LOG/pytest-timing.log")"
   timeout 180 python3 bench/launch_overhead.py > "$LOG/launch_overhead.log" 2>&1
   stamp "   rc=$?"; grep -E ' us$' "$LOG/launch_overhead.log" | sed 's/^/   /' >> "$LOG/progress.log"
+fi
+# NEW_CHECKS=1: the GPU checks added since the last GPU run (task 2's offsets past 2^31 elements,
+# task 6's cache read in place, and the CUDA mutants that must fail them), before any grading.
+if [ "${NEW_CHECKS:-0}" = 1 ]; then
+  stamp "0b. the newest GPU checks and their mutants"
+  timeout 400 python3 -m pytest -rfEs -s -m "proof or not proof" task2/test.py task6/test.py tests/test_mutants_cuda.py \
+    -k "2_31 or in_place or broken_cuda_property" > "$LOG/pytest-new.log" 2>&1
+  stamp "   rc=$?: $(tail -n 1 "$LOG/pytest-new.log")"
+  grep -E "^(causal|task 6)|FAILED|SKIPPED" "$LOG/pytest-new.log" | head -20 | sed 's/^/   /' >> "$LOG/progress.log"
 fi
 [ -z "${GRADER_FIRST:-}" ] || run_grader "$GRADER_FIRST"
 
