@@ -48,9 +48,14 @@ MUTANTS = [
 ]
 
 
-def _mutant_copy(tmp_path: Path, rel: str, edits: list[tuple[str, str]]) -> Path:
+def _mutant_copy(tmp_path: Path, rel: str, edits: list[tuple[str, str]], whole: bool = False) -> Path:
+    """A copy of ``rel`` (``whole``: of all of solutions/, for a task that runs others' files too)
+    with ``edits`` made to it."""
     impl = tmp_path / "impl"
-    (impl / rel).parent.mkdir(parents=True)
+    if whole:
+        shutil.copytree(SOLUTIONS, impl)
+    else:
+        (impl / rel).parent.mkdir(parents=True)
     text = (SOLUTIONS / rel).read_text()
     for old, new in edits:
         assert text.count(old) == 1, f"the mutation of {rel} no longer applies: {old!r}"
@@ -59,12 +64,15 @@ def _mutant_copy(tmp_path: Path, rel: str, edits: list[tuple[str, str]]) -> Path
     return impl
 
 
-def _run(impl: Path, test_file: str, selection: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_")}
+def _run(impl: Path, test_file: str, selection: str, keep_env: tuple[str, ...] = (),
+         timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """The task's tests on ``impl``, as a student runs them; ``keep_env``: this run's ATTN_KIT_
+    variables kept (the build cache: content-addressed, so an untouched kernel is not rebuilt)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_") or k in keep_env}
     env.update(ATTN_KIT_IMPL=str(impl), ATTN_KIT_SEED="12345")
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                            test_file, "-k", selection], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=timeout_s)
 
 
 @pytest.mark.parametrize("name, rel, edits, selection, message", MUTANTS, ids=[m[0] for m in MUTANTS])

@@ -9,18 +9,10 @@ README's quick ``pytest``.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-from harness.tasks import REPO_ROOT
-
-SOLUTIONS = REPO_ROOT / "solutions"
+from test_mutants import _mutant_copy, _run  # tests/ is on sys.path (pytest puts it there)
 
 pytestmark = [
     pytest.mark.proof,
@@ -42,28 +34,6 @@ MUTANTS = [
 ]
 
 
-def _mutant_copy(tmp_path: Path, rel: str, edits: list[tuple[str, str]]) -> Path:
-    """The whole reference solution (task 6 runs task 4's and 5's kernels too), one file edited."""
-    impl = tmp_path / "impl"
-    shutil.copytree(SOLUTIONS, impl)
-    text = (impl / rel).read_text()
-    for old, new in edits:
-        assert text.count(old) == 1, f"the mutation of {rel} no longer applies: {old!r}"
-        text = text.replace(old, new)
-    (impl / rel).write_text(text)
-    return impl
-
-
-def _run(impl: Path, test_file: str, selection: str) -> subprocess.CompletedProcess:
-    """As a student runs the tests, on ``impl``; the build cache and architectures of this run are
-    kept (the builds are content-addressed: the untouched kernels are the reference's, built once)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_KIT_") or k in KEPT_ENV}
-    env.update(ATTN_KIT_IMPL=str(impl), ATTN_KIT_SEED="12345")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                           test_file, "-k", selection], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=MUTANT_TIMEOUT_S)
-
-
 #: What the student-like runs keep of this run's environment.
 KEPT_ENV = ("ATTN_KIT_BUILD_DIR", "ATTN_KIT_CUDA_ARCH")
 #: Seconds one run of a mutant's tests may take (a cold build of its kernels included).
@@ -73,10 +43,10 @@ MUTANT_TIMEOUT_S = 600
 @pytest.mark.parametrize("name, rel, edits, selection, message, still_right", MUTANTS, ids=[m[0] for m in MUTANTS])
 def test_a_broken_cuda_property_fails_its_check(name, rel, edits, selection, message, still_right, tmp_path):
     task = rel.split("/")[0]
-    impl = _mutant_copy(tmp_path, rel, edits)
-    right = _run(impl, f"{task}/test.py", still_right)
+    impl = _mutant_copy(tmp_path, rel, edits, whole=True)  # task 6 runs task 4's and 5's kernels too
+    right = _run(impl, f"{task}/test.py", still_right, KEPT_ENV, MUTANT_TIMEOUT_S)
     assert right.returncode == 0 and " passed" in right.stdout, (name, right.stdout[-2000:], right.stderr[-2000:])
-    done = _run(impl, f"{task}/test.py", selection)
+    done = _run(impl, f"{task}/test.py", selection, KEPT_ENV, MUTANT_TIMEOUT_S)
     assert done.returncode == 1 and " failed" in done.stdout, (name, done.stdout[-2000:], done.stderr[-2000:])
     assert message in done.stdout, (name, message, done.stdout[-3000:])
     # What the check said, for the log of a GPU run (pytest -s): the figures that caught the mutant.
