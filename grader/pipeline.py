@@ -214,9 +214,10 @@ class TaskGrading:
                                    log_tail=built.proc.output_tail, log=built.proc.log_path)
             if not built.ok:
                 return self._end("build failed", built.reason)
-            # From here on the task's processes only import what was built: its build folder, which
-            # the submission's other tasks share, is read-only to them (harness.spawn.worker_env).
-            self.env[WORKER_PREBUILT_ENV] = "1"
+        # From here on the task's processes only import what was built: the build folder, which the
+        # submission's tasks share, is read-only to them (harness.spawn.worker_env), also to the
+        # workers of a task with nothing to build (task 1's code could otherwise plant task 4's module).
+        self.env[WORKER_PREBUILT_ENV] = "1"
         if TASKS[task].needs_gpu and not _gpu_available():
             compiled = " (its CUDA code compiles)" if TASKS[task].extensions else ""
             return self._end("skipped", f"needs a CUDA GPU; none is visible on this machine{compiled}", "skipped: ")
@@ -264,17 +265,10 @@ class TaskGrading:
                           + ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "skipped")
                                       if o in outcomes) + (f"; {run.problem}" if run.problem else ""))
 
-        if kind == "timed" or len(parts) == 1:  # timed parts one after another: each alone on the GPU
-            for part in parts:
-                run_part(part)
-            return
-        # Correctness parts at once (each its own judge and worker; nothing is timed meanwhile): task
-        # 4's bonus checks took 48 s after its own 32 s on the H200, ahead of every timed test.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix=f"{self.task}-checks") as pool:
-            for future in [pool.submit(run_part, part) for part in parts]:
-                future.result()  # a grader bug in a part still reaches _guarded
+        # One part after another: the task's and the bonus's workers share the task's scratch folder
+        # (a root worker's user switch hands that folder over), so two at once would race for it.
+        for part in parts:
+            run_part(part)
 
     def _joined(self, which: str) -> TestRun | None:
         kinds = [k for k in ("checks", "timed") if (which, k) in self.runs]

@@ -29,12 +29,16 @@ def poison_free_memory(nbytes: int, device="cuda") -> None:
     torch.empty(max(nbytes // 4, 1) + 1024, device=device).fill_(float("nan"))
 
 
-def tail_of_call_on_repeated(fn, base: torch.Tensor, total: int, tail: int, *args) -> torch.Tensor:
+def tail_of_call_on_repeated(fn, base: torch.Tensor, total: int, tail: int, *args,
+                             poison_bytes: int = 0) -> torch.Tensor:
     """Where the kernel runs: ``x``, ``total`` slices along dim 0 made of ``base``'s in turn
     (``x[i] = base[i % len(base)]``, contiguous), then ``fn(x, *args)``; only the result's last
     ``tail`` slices come back. The judge knows every element of an input too large to send (past
-    2^31 elements, 8.6 GB) from ``base`` alone (:func:`repeated_indices`)."""
+    2^31 elements, 8.6 GB) from ``base`` alone (:func:`repeated_indices`). ``poison_bytes`` of NaN
+    are left in the free memory once ``x`` is made, where the output will be."""
     x = base.index_select(0, torch.arange(total, device=base.device) % base.shape[0])
+    if poison_bytes:
+        poison_free_memory(poison_bytes, x.device)
     out = fn(x, *args)
     kept = out[-tail:].clone()
     del x, out
@@ -50,8 +54,9 @@ def repeated_indices(distinct: int, total: int, tail: int) -> torch.Tensor:
 def run_isolated(request, marker_env: str = "ATTN_KIT_ISOLATED") -> bool:
     """In a student's own run, run this test again in a child pytest and return True (its verdict
     raised here): a kernel that writes past its buffer leaves this process's CUDA context broken for
-    every later test. In the grader (the kernel runs in the worker, which the judge restarts) and in
-    the child itself, return False: run the test here."""
+    every later test. In the grader (the kernel runs in the worker, not here; such tests come last
+    in their file, so a broken context there costs only them) and in the child itself, return
+    False: run the test here."""
     import os
     import re
     import subprocess

@@ -143,7 +143,8 @@ for i in $(seq 1 "${REPEATS:=5}"); do
   # compiles nothing, and the builds are not what repeats. Each run's results are then copied apart.
   run_out=$LOG/repeat-run
   [ "${REPEAT_REBUILD:-0}" = 1 ] && rm -rf "$run_out"
-  rm -rf "$run_out/logs"
+  # Only the builds stay: a run that times out must not leave the previous run's results to be copied.
+  [ -d "$run_out" ] && find "$run_out" -mindepth 1 -maxdepth 1 ! -name work ! -name build-cache -exec rm -rf {} +
   timeout ${REPEAT_TIMEOUT:-900} python3 -m grader run --submission "$REP" --tasks "$REPEAT_TASKS" --out "$run_out" \
     > "$LOG/grade-repeat-$i.log" 2>&1
   stamp "   rc=$?: $(grep -E '^total' "$LOG/grade-repeat-$i.log")"

@@ -181,76 +181,6 @@ def test_attention_core_large_scores(causal, record):
     record("error", **report.as_dict())
 
 
-# ---------------------------------------------------------------- offsets past 2^31 elements
-#: 2^21 + 7 rows of 1024: 2^31 + 7168 float32 elements (8.6 GB). The last 7 rows start past element
-#: 2^31, where an int offset (blockIdx.x * n_cols; the stub says to use size_t) wraps around.
-BIG_SOFTMAX_SHAPE = (2**21 + 7, 1024)
-#: A as 2049 matrices of 1024 x 1024 (2^31 + 2^20 elements): the last starts past element 2^31
-#: (b * M * K); B and C (N = 1) stay small.
-BIG_GEMM_A = (2**11 + 1, 1024, 1024)
-#: Distinct rows (softmax) or matrices (GEMM) the big input repeats, so the judge knows all of it.
-BIG_DISTINCT = 8
-#: The last rows or matrices compared with float64: the ones past 2^31 and some before them.
-BIG_TAIL = 16
-
-
-def _big_input_room(numel: int) -> None:
-    """Skip, saying why, where the GPU has no room for the input, the output and a margin."""
-    need = 2 * 4 * numel + (2 << 30)
-    free, _ = torch.cuda.mem_get_info()
-    if need > free:
-        pytest.skip(f"needs about {need / 2**30:.0f} GiB of free GPU memory for a {numel:,}-element input and its "
-                    f"output; this GPU has {free / 2**30:.0f} GiB free")
-
-
-def test_softmax_past_2_31_elements(request, record):
-    """A softmax whose input has more than 2^31 elements: each row's offset must be computed in 64
-    bits (size_t), or the rows past element 2^31 read and write somewhere else. Only the last rows
-    are compared (the input repeats 8 rows, so the judge knows them without drawing 8.6 GB)."""
-    if run_isolated(request):
-        return
-    rows, cols = BIG_SOFTMAX_SHAPE
-    _big_input_room(rows * cols)
-    base = randn(BIG_DISTINCT, cols, tag="task2/softmax-2^31", device=DEVICE)
-    _poison(rows * cols * 4)
-    got = on_worker(tail_of_call_on_repeated)(_ext().test_batched_softmax, base, rows, BIG_TAIL, -1)
-    x = base[repeated_indices(BIG_DISTINCT, rows, BIG_TAIL)]
-    context = dict(shape=BIG_SOFTMAX_SHAPE, rows_compared=f"the last {BIG_TAIL}",
-                   first_row_past_2_31=-(-(2**31) // cols))
-    report = compare(got, formulas.softmax(x, -1), formulas.softmax(x, -1, dtype=torch.float32),
-                     what="test_batched_softmax past 2^31 elements", dims=("row", "col"), context=context)
-    if not report.passed:
-        raise CheckFailed(f"{report.message}\nWrong or NaN rows only here (the smaller softmax checks pass) usually "
-                          "mean a row offset computed in 32 bits: use size_t for blockIdx.x * n_cols.")
-    record("error_past_2_31", **report.as_dict())
-
-
-@pytest.mark.parametrize("kind", ["NN", "NT"])
-def test_gemm_past_2_31_elements(kind, request, record):
-    """A batched GEMM whose A has more than 2^31 elements: each batch's offset (b * M * K) must be
-    64-bit (size_t). Only the last matrices are compared (A repeats 8 matrices)."""
-    if run_isolated(request):
-        return
-    batch, m, k = BIG_GEMM_A
-    _big_input_room(batch * m * k)
-    base = randn(BIG_DISTINCT, m, k, tag=f"task2/gemm-2^31/{kind}/a", device=DEVICE)
-    b = randn(batch, *((k, 1) if kind == "NN" else (1, k)), tag=f"task2/gemm-2^31/{kind}/b", device=DEVICE)
-    fn = _ext().test_batched_GEMM_NN if kind == "NN" else _ext().test_batched_GEMM_NT
-    _poison(batch * m * 4)
-    got = on_worker(tail_of_call_on_repeated)(fn, base, batch, BIG_TAIL, b)
-    a, b_tail = base[repeated_indices(BIG_DISTINCT, batch, BIG_TAIL)], b[-BIG_TAIL:]
-    b_nn = b_tail if kind == "NN" else b_tail.transpose(1, 2)
-    context = dict(A=BIG_GEMM_A, kind=kind, matrices_compared=f"the last {BIG_TAIL}")
-    with strict_float32():
-        want32 = torch.bmm(a, b_nn)
-    report = compare(got, torch.bmm(a.double(), b_nn.double()), want32,
-                     what=f"test_batched_GEMM_{kind} past 2^31 elements", dims=("batch", "row", "col"), context=context)
-    if not report.passed:
-        raise CheckFailed(f"{report.message}\nWrong or NaN matrices only here (the smaller GEMM checks pass) usually "
-                          "mean a batch offset computed in 32 bits: use size_t for b * M * K.")
-    record("error_past_2_31", **report.as_dict())
-
-
 def _module(*args):
     return _attention_module().CustomSelfAttention(*args)
 
@@ -281,6 +211,78 @@ def test_rejects_bad_inputs(record):
     """Wrong dtype, device, layout or head size must raise a clear error, never compute
     (and a valid input must still work). Runs in a child process: see harness.shared_checks."""
     run_input_checks(_BAD_INPUTS_SCRIPT, record)
+
+
+# ---------------------------------------------------------------- offsets past 2^31 elements
+# Last in the file: a wrapped offset is an illegal address, which leaves the CUDA context of the
+# process that ran the kernel broken for what follows (in the grader, the worker).
+#: 2^21 + 7 rows of 1024: 2^31 + 7168 float32 elements (8.6 GB). The last 7 rows start past element
+#: 2^31, where an int offset (blockIdx.x * n_cols; the stub says to use size_t) wraps around.
+BIG_SOFTMAX_SHAPE = (2**21 + 7, 1024)
+#: A as 2049 matrices of 1024 x 1024 (2^31 + 2^20 elements): the last starts past element 2^31
+#: (b * M * K); B and C (N = 1) stay small.
+BIG_GEMM_A = (2**11 + 1, 1024, 1024)
+#: Distinct rows (softmax) or matrices (GEMM) the big input repeats, so the judge knows all of it.
+BIG_DISTINCT = 8
+#: The last rows or matrices compared with float64: the ones past 2^31 and some before them.
+BIG_TAIL = 16
+
+
+def _big_input_room(numel: int) -> None:
+    """Skip, saying why, where the GPU has no room for the input, the output and a margin."""
+    need = 2 * 4 * numel + (2 << 30)
+    free, _ = torch.cuda.mem_get_info()
+    if need > free:
+        pytest.skip(f"needs about {need / 2**30:.0f} GiB of free GPU memory for a {numel:,}-element input and its "
+                    f"output; this GPU has {free / 2**30:.0f} GiB free")
+
+
+def test_softmax_past_2_31_elements(request, record):
+    """A softmax whose input has more than 2^31 elements: each row's offset must be computed in 64
+    bits (size_t), or the rows past element 2^31 read and write somewhere else. Only the last rows
+    are compared (the input repeats 8 rows, so the judge knows them without drawing 8.6 GB)."""
+    if run_isolated(request):
+        return
+    rows, cols = BIG_SOFTMAX_SHAPE
+    _big_input_room(rows * cols)
+    base = randn(BIG_DISTINCT, cols, tag="task2/softmax-2^31", device=DEVICE)
+    got = on_worker(tail_of_call_on_repeated)(_ext().test_batched_softmax, base, rows, BIG_TAIL, -1,
+                                              poison_bytes=rows * cols * 4)
+    x = base[repeated_indices(BIG_DISTINCT, rows, BIG_TAIL)]
+    context = dict(shape=BIG_SOFTMAX_SHAPE, rows_compared=f"the last {BIG_TAIL}",
+                   first_row_past_2_31=-(-(2**31) // cols))
+    report = compare(got, formulas.softmax(x, -1), formulas.softmax(x, -1, dtype=torch.float32),
+                     what="test_batched_softmax past 2^31 elements", dims=("row", "col"), context=context)
+    if not report.passed:
+        raise CheckFailed(f"{report.message}\nWrong or NaN rows only here (the smaller softmax checks pass) usually "
+                          "mean a row offset computed in 32 bits: use size_t for blockIdx.x * n_cols.")
+    record("error_past_2_31", **report.as_dict())
+
+
+@pytest.mark.parametrize("kind", ["NN", "NT"])
+def test_gemm_past_2_31_elements(kind, request, record):
+    """A batched GEMM whose A has more than 2^31 elements: each batch's offset (b * M * K) must be
+    64-bit (size_t). Only the last matrices are compared (A repeats 8 matrices)."""
+    if run_isolated(request):
+        return
+    batch, m, k = BIG_GEMM_A
+    _big_input_room(batch * m * k)
+    base = randn(BIG_DISTINCT, m, k, tag=f"task2/gemm-2^31/{kind}/a", device=DEVICE)
+    b = randn(batch, *((k, 1) if kind == "NN" else (1, k)), tag=f"task2/gemm-2^31/{kind}/b", device=DEVICE)
+    fn = _ext().test_batched_GEMM_NN if kind == "NN" else _ext().test_batched_GEMM_NT
+    got = on_worker(tail_of_call_on_repeated)(fn, base, batch, BIG_TAIL, b, poison_bytes=batch * m * 4)
+    a, b_tail = base[repeated_indices(BIG_DISTINCT, batch, BIG_TAIL)], b[-BIG_TAIL:]
+    b_nn = b_tail if kind == "NN" else b_tail.transpose(1, 2)
+    context = dict(A=BIG_GEMM_A, kind=kind, matrices_compared=f"the last {BIG_TAIL}")
+    with strict_float32():
+        want32 = torch.bmm(a, b_nn)
+    report = compare(got, torch.bmm(a.double(), b_nn.double()), want32,
+                     what=f"test_batched_GEMM_{kind} past 2^31 elements", dims=("batch", "row", "col"), context=context)
+    if not report.passed:
+        raise CheckFailed(f"{report.message}\nWrong or NaN matrices only here (the smaller GEMM checks pass) usually "
+                          "mean a batch offset computed in 32 bits: use size_t for b * M * K.")
+    record("error_past_2_31", **report.as_dict())
+
 
 
 if __name__ == "__main__":
